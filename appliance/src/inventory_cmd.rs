@@ -1,0 +1,459 @@
+//! `ls`, `info` and `cat`: the inventory commands.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use anyhow::Context;
+use coldscan_scanner::fs::{self, EntryKind, FileEntry, FileId, SharedFilesystem, WalkEvent};
+use coldscan_scanner::inventory::{self, DiskTarget, Volume};
+use coldscan_scanner::Error;
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{CatArgs, HashAlgo, InfoArgs, LsArgs, LsFormat};
+
+/// Exit code: everything read, nothing wrong.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: errors occurred (something could not be read).
+pub const EXIT_ERROR: u8 = 2;
+
+/// Prints a problem on stderr in one consistent shape.
+fn report_problem(what: &str, err: &dyn std::fmt::Display) {
+    eprintln!("coldscan: {what}: {err}");
+}
+
+/// One line of `ls --format jsonl`.
+#[derive(Debug, Serialize)]
+struct LsRecord<'a> {
+    disk: &'a str,
+    partition: u32,
+    fs: &'a str,
+    path: &'a str,
+    stream: Option<&'a str>,
+    size: u64,
+    sha256: Option<&'a str>,
+    kind: &'a str,
+}
+
+/// Escapes control characters and backslashes so that one entry is one text line.
+fn escape_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Walks a volume, collecting entries and reporting unreadable parts on stderr.
+fn collect_entries(
+    target: &str,
+    index: u32,
+    fsys: &SharedFilesystem,
+    errors: &mut u64,
+) -> Vec<FileEntry> {
+    let mut entries = Vec::new();
+    let walked = fsys.walk(&mut |ev| match ev {
+        WalkEvent::Entry(e) => entries.push(e),
+        WalkEvent::Error { path, error } => {
+            *errors += 1;
+            report_problem(&format!("{target} partition {index}: {path}"), &error);
+        }
+    });
+    if let Err(e) = walked {
+        *errors += 1;
+        report_problem(&format!("{target} partition {index}"), &e);
+    }
+    entries
+}
+
+/// Hashes the content of `entry`, or says why it could not be read.
+fn hash_entry(fsys: &SharedFilesystem, entry: &FileEntry) -> Result<String, Error> {
+    if let Some(u) = &entry.unreadable {
+        return Err(Error::Unsupported {
+            object: entry.path.clone(),
+            detail: u.detail.clone(),
+            reason: u.reason,
+        });
+    }
+    let mut reader = fsys.open(entry)?;
+    let mut hasher = Sha256::new();
+    fs::read_all(reader.as_mut(), &entry.path, &mut |chunk| {
+        hasher.update(chunk)
+    })?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hashes every regular file once per content id (hard links share one read), largest first so
+/// that one huge file does not finish last on one thread.
+fn hash_all(
+    fsys: &SharedFilesystem,
+    entries: &[FileEntry],
+) -> HashMap<FileId, Result<String, String>> {
+    let mut unique: HashMap<FileId, &FileEntry> = HashMap::new();
+    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+        unique.entry(e.id).or_insert(e);
+    }
+    let mut work: Vec<&FileEntry> = unique.into_values().collect();
+    work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+    work.par_iter()
+        .map(|e| (e.id, hash_entry(fsys, e).map_err(|err| err.to_string())))
+        .collect()
+}
+
+fn problem_volume(target: &DiskTarget, v: &Volume, errors: &mut u64) {
+    if let Some(e) = v.problem() {
+        *errors += 1;
+        report_problem(
+            &format!("{} partition {}", target.name, v.partition.index),
+            &e,
+        );
+    }
+}
+
+/// `coldscan ls`.
+pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
+    if let Some(jobs) = args.jobs {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build_global()
+            .ok();
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut errors = 0u64;
+    let opts = args.disk.open_options();
+    for target_name in &args.targets {
+        let target = match inventory::open_disk(target_name, &opts) {
+            Ok(t) => t,
+            Err(e) => {
+                errors += 1;
+                report_problem(target_name, &e);
+                continue;
+            }
+        };
+        for p in &target.table.problems {
+            errors += 1;
+            report_problem(target_name, p);
+        }
+        for v in &target.volumes {
+            problem_volume(&target, v, &mut errors);
+            let Ok(fsys) = &v.filesystem else { continue };
+            let index = v.partition.index;
+            let fs_name = fsys.kind().as_str();
+            let entries = collect_entries(target_name, index, fsys, &mut errors);
+            let hashes = match args.hash {
+                Some(HashAlgo::Sha256) => hash_all(fsys, &entries),
+                None => HashMap::new(),
+            };
+            for e in &entries {
+                let sha = match hashes.get(&e.id) {
+                    Some(Ok(h)) if e.kind == EntryKind::File => Some(h.as_str()),
+                    Some(Err(msg)) if e.kind == EntryKind::File => {
+                        errors += 1;
+                        report_problem(
+                            &format!("{target_name} partition {index}: {}", e.path),
+                            msg,
+                        );
+                        None
+                    }
+                    _ => None,
+                };
+                match args.format {
+                    LsFormat::Jsonl => {
+                        let rec = LsRecord {
+                            disk: target_name,
+                            partition: index,
+                            fs: fs_name,
+                            path: &e.path,
+                            stream: e.stream.as_deref(),
+                            size: e.size,
+                            sha256: sha,
+                            kind: e.kind.as_str(),
+                        };
+                        serde_json::to_writer(&mut out, &rec)?;
+                        writeln!(out)?;
+                    }
+                    LsFormat::Text => {
+                        let hash_col = match (args.hash, sha) {
+                            (Some(_), Some(h)) => format!("{h}\t"),
+                            (Some(_), None) => format!("{:<64}\t", "-"),
+                            (None, _) => String::new(),
+                        };
+                        writeln!(
+                            out,
+                            "{index}\t{fs_name}\t{:<7}\t{:>12}\t{hash_col}{}",
+                            e.kind.as_str(),
+                            e.size,
+                            escape_text(&e.path)
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if errors > 0 { EXIT_ERROR } else { EXIT_OK })
+}
+
+/// `info --json` output for one target.
+#[derive(Debug, Serialize)]
+struct InfoRecord {
+    target: String,
+    format: String,
+    size: u64,
+    chain: Vec<coldscan_scanner::disk::ChainLink>,
+    details: Vec<(String, String)>,
+    scheme: String,
+    sector_size: u32,
+    disk_id: Option<String>,
+    problems: Vec<String>,
+    partitions: Vec<InfoPartition>,
+}
+
+#[derive(Debug, Serialize)]
+struct InfoPartition {
+    index: u32,
+    start: u64,
+    size: u64,
+    #[serde(rename = "type")]
+    type_id: String,
+    type_name: Option<String>,
+    label: Option<String>,
+    guid: Option<String>,
+    fs: Option<String>,
+    fs_label: Option<String>,
+    status: String,
+    notes: Vec<String>,
+}
+
+fn info_record(t: &DiskTarget) -> InfoRecord {
+    InfoRecord {
+        target: t.name.clone(),
+        format: t.disk.format.as_str().to_string(),
+        size: t.disk.source.size(),
+        chain: t.disk.chain.clone(),
+        details: t.disk.details.clone(),
+        scheme: t.table.scheme.as_str().to_string(),
+        sector_size: t.table.sector_size,
+        disk_id: t.table.disk_id.clone(),
+        problems: t.table.problems.iter().map(|p| p.to_string()).collect(),
+        partitions: t
+            .volumes
+            .iter()
+            .map(|v| InfoPartition {
+                index: v.partition.index,
+                start: v.partition.start,
+                size: v.partition.size,
+                type_id: v.partition.type_id.clone(),
+                type_name: v.partition.type_name.clone(),
+                label: v.partition.label.clone(),
+                guid: v.partition.guid.clone(),
+                fs: v.fs_kind.map(|k| k.as_str().to_string()),
+                fs_label: v.filesystem.as_ref().ok().and_then(|f| f.label()),
+                status: v.status(),
+                notes: v.filesystem.as_ref().map(|f| f.notes()).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// `coldscan info`.
+pub fn info(args: &InfoArgs) -> anyhow::Result<u8> {
+    let mut errors = 0u64;
+    let opts = args.disk.open_options();
+    let mut records = Vec::new();
+    for name in &args.targets {
+        match inventory::open_disk(name, &opts) {
+            Ok(t) => {
+                errors += t.table.problems.len() as u64;
+                for v in &t.volumes {
+                    problem_volume(&t, v, &mut errors);
+                }
+                records.push(info_record(&t));
+            }
+            Err(e) => {
+                errors += 1;
+                report_problem(name, &e);
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &records)?;
+        writeln!(out)?;
+    } else {
+        for r in &records {
+            print_info_text(&mut out, r)?;
+        }
+    }
+    Ok(if errors > 0 { EXIT_ERROR } else { EXIT_OK })
+}
+
+fn print_info_text(out: &mut dyn Write, r: &InfoRecord) -> std::io::Result<()> {
+    writeln!(out, "{}", r.target)?;
+    writeln!(out, "  format:      {}", r.format)?;
+    writeln!(
+        out,
+        "  size:        {} bytes ({})",
+        r.size,
+        human_size(r.size)
+    )?;
+    if r.chain.len() > 1 {
+        writeln!(out, "  chain:")?;
+        for (depth, link) in r.chain.iter().enumerate() {
+            writeln!(
+                out,
+                "    {depth}: {} ({}, {} bytes)",
+                link.path,
+                link.format.as_str(),
+                link.virtual_size
+            )?;
+        }
+    }
+    for (k, v) in &r.details {
+        writeln!(out, "  {k}: {v}")?;
+    }
+    writeln!(
+        out,
+        "  partitions:  {} ({}-byte sectors)",
+        r.scheme, r.sector_size
+    )?;
+    if let Some(id) = &r.disk_id {
+        writeln!(out, "  disk id:     {id}")?;
+    }
+    for p in &r.problems {
+        writeln!(out, "  problem:     {p}")?;
+    }
+    for p in &r.partitions {
+        writeln!(
+            out,
+            "  [{}] start {} size {} ({}) type {}{}{} fs {}{} status {}",
+            p.index,
+            p.start,
+            p.size,
+            human_size(p.size),
+            p.type_id,
+            p.type_name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            p.label
+                .as_ref()
+                .map(|l| format!(" name {l:?}"))
+                .unwrap_or_default(),
+            p.fs.as_deref().unwrap_or("-"),
+            p.fs_label
+                .as_ref()
+                .map(|l| format!(" label {l:?}"))
+                .unwrap_or_default(),
+            p.status,
+        )?;
+        for n in &p.notes {
+            writeln!(out, "      note: {n}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `1.5 GiB`-style size.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `coldscan cat`.
+pub fn cat(args: &CatArgs) -> anyhow::Result<u8> {
+    let opts = args.disk.open_options();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    match (&args.partition, &args.path) {
+        (None, None) => {
+            let disk = coldscan_scanner::disk::open(std::path::Path::new(&args.target), &opts)
+                .with_context(|| format!("opening {}", args.target))?;
+            let src = disk.source;
+            let size = src.size();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0u64;
+            while pos < size {
+                let n = (size - pos).min(buf.len() as u64) as usize;
+                src.read_exact_at(pos, &mut buf[..n])?;
+                out.write_all(&buf[..n])
+                    .context("writing to standard output")?;
+                pos += n as u64;
+            }
+        }
+        (Some(index), Some(path)) => {
+            let target = inventory::open_disk(&args.target, &opts)
+                .with_context(|| format!("opening {}", args.target))?;
+            let volume = target
+                .volumes
+                .iter()
+                .find(|v| v.partition.index == *index)
+                .with_context(|| format!("{}: no partition {index}", args.target))?;
+            let fsys = volume
+                .filesystem
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("{}: partition {index}", args.target))?;
+            let entry = fsys.lookup(path)?;
+            if entry.kind != EntryKind::File {
+                anyhow::bail!(
+                    "{}: partition {index}: {path} is a {}, not a file",
+                    args.target,
+                    entry.kind.as_str()
+                );
+            }
+            let mut reader = fsys.open(&entry)?;
+            let mut write_err = None;
+            fs::read_all(reader.as_mut(), &entry.path, &mut |chunk| {
+                if write_err.is_none() {
+                    write_err = out.write_all(chunk).err();
+                }
+            })?;
+            if let Some(e) = write_err {
+                return Err(e).context("writing to standard output");
+            }
+        }
+        _ => anyhow::bail!("give both PARTITION and PATH, or neither for the whole virtual disk"),
+    }
+    out.flush().context("writing to standard output")?;
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_escaping_keeps_one_entry_per_line() {
+        assert_eq!(escape_text("a\nb\tc\\d"), "a\\nb\\tc\\\\d");
+        assert_eq!(escape_text("日本語 ✓"), "日本語 ✓");
+        assert_eq!(escape_text("\u{7}"), "\\u{7}");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+}

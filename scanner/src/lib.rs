@@ -1,0 +1,17 @@
+//! coldscan's scanner library: read-only, user-space parsing of virtual disks, partition tables
+//! and filesystems, and malware scanning of every file found (DESIGN.md section 1).
+//!
+//! The layers, each a module: [`block`] (the [`block::BlockSource`] read interface), [`disk`]
+//! (image formats and chains), [`partition`] (GPT/MBR), [`fs`] (ext2/3/4, NTFS, FAT),
+//! [`inventory`] (target -> volumes), [`report`] (the JSON report).
+#![deny(unsafe_code)]
+
+pub mod block;
+pub mod disk;
+pub mod error;
+pub mod fs;
+pub mod inventory;
+pub mod partition;
+pub mod report;
+
+pub use error::{Error, Reason, Result};
