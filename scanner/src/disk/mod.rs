@@ -166,19 +166,48 @@ fn vhd_footer_at_end(file: &dyn BlockSource) -> Result<bool> {
     Ok(&cookie == b"conectix")
 }
 
-/// Opens the disk image at `path` (following its chain) as one virtual disk.
-pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
-    open_layer(path, opts, 0)
+/// State carried down a backing chain while it is opened: depth and the files already in it,
+/// so that a self-referencing or looping chain is refused instead of followed.
+#[derive(Debug, Default)]
+pub struct ChainState {
+    /// Canonical paths of the layers opened so far, top first.
+    pub visited: Vec<PathBuf>,
 }
 
-/// Opens one layer at chain depth `depth` (0 = the user-given image).
-pub(crate) fn open_layer(path: &Path, _opts: &OpenOptions, depth: usize) -> Result<OpenedDisk> {
-    if depth > MAX_CHAIN_DEPTH {
-        return Err(Error::limit(
-            path.display().to_string(),
-            format!("backing chain deeper than {MAX_CHAIN_DEPTH}"),
-        ));
+impl ChainState {
+    /// Records `path` as the next layer, refusing loops and chains deeper than
+    /// [`MAX_CHAIN_DEPTH`].
+    pub fn enter(&mut self, path: &Path) -> Result<()> {
+        let object = path.display().to_string();
+        if self.visited.len() >= MAX_CHAIN_DEPTH {
+            return Err(Error::limit(
+                object,
+                format!("backing chain deeper than {MAX_CHAIN_DEPTH} layers"),
+            ));
+        }
+        let canonical = path.canonicalize().map_err(|e| Error::io(&object, 0, e))?;
+        if self.visited.contains(&canonical) {
+            return Err(Error::corrupt(
+                object,
+                0,
+                "backing chain loops back to a file already in it",
+            ));
+        }
+        self.visited.push(canonical);
+        Ok(())
     }
+}
+
+/// Opens a disk target: an image file or block device path (following its chain) as one virtual
+/// disk.
+pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
+    open_layer(path, opts, &mut ChainState::default())
+}
+
+/// Opens one layer of a chain and, through the format's own code, the layers below it. Formats
+/// open their backing file with `open_layer(&opts.chain.resolve(this, named)?, opts, state)`.
+pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
+    state.enter(path)?;
     let file: SharedSource = Arc::new(FileSource::open(path)?);
     let format = detect(file.as_ref())?;
     match format {
