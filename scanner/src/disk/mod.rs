@@ -206,7 +206,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
 
 /// Opens one layer of a chain and, through the format's own code, the layers below it. Formats
 /// open their backing file with `open_layer(&opts.chain.resolve(this, named)?, opts, state)`.
-pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
+pub fn open_layer(path: &Path, _opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
     state.enter(path)?;
     let file: SharedSource = Arc::new(FileSource::open(path)?);
     let format = detect(file.as_ref())?;
