@@ -349,6 +349,15 @@ impl Filesystem for FatVolume {
                 });
                 continue;
             }
+            if let Err(e) =
+                fat_table::check_cluster(self.src.as_ref(), &self.bs, first, item.offset)
+            {
+                visit(WalkEvent::Error {
+                    error: in_dir(&path, e),
+                    path,
+                });
+                continue;
+            }
             let listing = self.read_dir(DirLocation::Chain(first), &path, &mut dir_clusters);
             if let Some(e) = listing.error {
                 visit(WalkEvent::Error {
