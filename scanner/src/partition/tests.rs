@@ -544,3 +544,33 @@ fn whole_disk_fat_is_not_mistaken_for_an_mbr() {
     assert_eq!(t.scheme, Scheme::None);
     assert_eq!(t.partitions[0].size, 8 << 20);
 }
+
+#[test]
+fn valid_mbr_without_protective_record_wins_over_a_stale_gpt() {
+    let mut d = build_gpt(512, 4096, 128, &two_entries());
+    d[446..510].fill(0);
+    record(&mut d, 0, 0, 0x83, 2048, 1024);
+    let t = read_table(&mem(d)).unwrap();
+    assert_eq!(t.scheme, Scheme::Mbr);
+    assert_eq!(t.partitions.len(), 1);
+    assert_eq!(t.problems.len(), 1);
+    assert!(t.problems[0].to_string().contains("stale"));
+}
+
+#[test]
+fn hybrid_mbr_means_gpt() {
+    let mut d = build_gpt(512, 256, 128, &two_entries());
+    record(&mut d, 0, 1, 0x0c, 40, 60);
+    let t = read_table(&mem(d.clone())).unwrap();
+    assert_eq!(t.scheme, Scheme::Gpt);
+    assert_eq!(t.partitions.len(), 2);
+    // With both GPT headers broken, the hybrid's MBR records are used, with a problem.
+    d[512 + 40] ^= 0xff;
+    let len = d.len();
+    d[len - 512 + 40] ^= 0xff;
+    let t = read_table(&mem(d)).unwrap();
+    assert_eq!(t.scheme, Scheme::Mbr);
+    assert_eq!(t.partitions.len(), 1);
+    assert_eq!(t.partitions[0].index, 2);
+    assert_eq!(t.problems.len(), 1);
+}

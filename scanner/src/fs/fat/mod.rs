@@ -370,6 +370,52 @@ impl Filesystem for FatVolume {
         Ok(())
     }
 
+    /// Looks `path` up directory by directory (no full walk). Names match exactly, else
+    /// case-insensitively (FAT names are case-insensitive), else by their 8.3 short name. The
+    /// returned entry carries the names as stored.
+    fn lookup(&self, path: &str) -> Result<FileEntry> {
+        let not_found = || Error::NotFound {
+            object: format!("{} volume {}", self.bs.kind, self.src.name()),
+            detail: path.to_string(),
+        };
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        if comps.is_empty() || comps.len() > MAX_DEPTH {
+            return Err(not_found());
+        }
+        let mut loc = self.root_location();
+        let mut cur = String::new();
+        for (i, comp) in comps.iter().enumerate() {
+            let shown = if cur.is_empty() { "/" } else { cur.as_str() };
+            let listing = self.read_dir(loc, shown, &mut HashSet::new());
+            let lower = comp.to_lowercase();
+            let items = &listing.items;
+            let item = items
+                .iter()
+                .find(|it| it.name == *comp)
+                .or_else(|| items.iter().find(|it| it.name.to_lowercase() == lower))
+                .or_else(|| {
+                    items
+                        .iter()
+                        .find(|it| it.entry.display_name().eq_ignore_ascii_case(comp))
+                });
+            let Some(item) = item else {
+                return Err(listing.error.unwrap_or_else(not_found));
+            };
+            cur = format!("{cur}/{}", item.name);
+            if i + 1 == comps.len() {
+                return Ok(self.entry(cur, item));
+            }
+            if !item.entry.is_dir() {
+                return Err(not_found());
+            }
+            let first = self.first_cluster(&item.entry);
+            fat_table::check_cluster(self.src.as_ref(), &self.bs, first, item.offset)
+                .map_err(|e| in_dir(&cur, e))?;
+            loc = DirLocation::Chain(first);
+        }
+        Err(not_found())
+    }
+
     fn open(&self, entry: &FileEntry) -> Result<Box<dyn FileReader + '_>> {
         let mut raw = [0u8; ENTRY_SIZE];
         self.src.read_exact_at(entry.id.node, &mut raw)?;

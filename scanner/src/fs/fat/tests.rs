@@ -155,8 +155,20 @@ fn check_tree(vol: &FatVolume) {
     assert!(n > 0);
     assert_eq!(buf[..n], files["/docs/big.bin"][123_457..123_457 + n]);
     assert_eq!(r.read_at(300_001, &mut buf).unwrap(), 0);
-    // lookup finds by path.
+    // lookup finds by path, exactly, case-insensitively, or by 8.3 name; agrees with walk.
     assert_eq!(vol.lookup("/lower.txt").unwrap().size, 23);
+    assert_eq!(vol.lookup("/LOWER.TXT").unwrap().path, "/lower.txt");
+    let e = vol.lookup("/DOCS/Nested/deeper/leaf.txt").unwrap();
+    assert_eq!(e, entries["/docs/nested/deeper/leaf.txt"]);
+    for (p, e) in &entries {
+        assert_eq!(&vol.lookup(p).unwrap(), e, "{p}");
+    }
+    assert!(matches!(vol.lookup("/nope"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        vol.lookup("/lower.txt/x"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(vol.lookup("/"), Err(Error::NotFound { .. })));
 }
 
 #[test]
