@@ -221,3 +221,72 @@ impl BootSector {
         self.fat_offset + u64::from(self.active_fat) * self.fat_size
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FAT12/16-layout BPB: 512-byte sectors, 1 sector per cluster, 1 reserved sector,
+    /// 2 FATs of `fat_sectors`, 512 root entries (32 sectors), and `clusters` data clusters.
+    fn bpb16(clusters: u32, fat_sectors: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 512];
+        b[0] = 0xeb;
+        b[2] = 0x90;
+        b[11..13].copy_from_slice(&512u16.to_le_bytes());
+        b[13] = 1;
+        b[14..16].copy_from_slice(&1u16.to_le_bytes());
+        b[16] = 2;
+        b[17..19].copy_from_slice(&512u16.to_le_bytes());
+        b[21] = 0xf8;
+        b[22..24].copy_from_slice(&fat_sectors.to_le_bytes());
+        let total = 1 + 2 * u32::from(fat_sectors) + 32 + clusters;
+        b[32..36].copy_from_slice(&total.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn fat_type_is_decided_by_cluster_count_alone() {
+        let kind = |clusters| parse(&bpb16(clusters, 256)).map(|b| b.kind);
+        assert_eq!(kind(4084), Some(FsKind::Fat12));
+        assert_eq!(kind(4085), Some(FsKind::Fat16));
+        assert_eq!(kind(65524), Some(FsKind::Fat16));
+        // A FAT16 layout cannot address 65525 clusters.
+        assert_eq!(kind(65525), None);
+        // The type string says nothing.
+        let mut b = bpb16(100, 256);
+        b[54..62].copy_from_slice(b"FAT32   ");
+        assert_eq!(parse(&b).map(|b| b.kind), Some(FsKind::Fat12));
+    }
+
+    #[test]
+    fn geometry_and_insane_fields() {
+        let bs = parse(&bpb16(5000, 20)).unwrap();
+        assert_eq!(bs.fat_offset, 512);
+        assert_eq!(bs.root_dir_offset, 512 * 41);
+        assert_eq!(bs.data_offset, 512 * 73);
+        assert_eq!(bs.cluster_offset(2), Some(512 * 73));
+        assert_eq!(bs.cluster_offset(1), None);
+        // 20 sectors of FAT16 hold 5120 entries: 5000 clusters fit.
+        assert_eq!(bs.cluster_count, 5000);
+        // A FAT too small for the clusters is clamped, with a note.
+        let bs = parse(&bpb16(5000, 16)).unwrap();
+        assert_eq!(bs.cluster_count, 16 * 256 - 2);
+        assert_eq!(bs.notes.len(), 1);
+        for (at, v) in [
+            (12usize, 0u8),
+            (13, 3),
+            (14, 0),
+            (16, 3),
+            (21, 0x12),
+            (0, 0),
+        ] {
+            let mut b = bpb16(5000, 20);
+            b[at] = v;
+            if at == 14 {
+                b[15] = 0;
+            }
+            assert_eq!(parse(&b), None, "byte {at} = {v}");
+        }
+        assert_eq!(parse(&bpb16(5000, 20)[..30]), None);
+    }
+}

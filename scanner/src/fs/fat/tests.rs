@@ -537,3 +537,9 @@ fn partitioned_disk_inventory_opens_fat_on_primary_and_logical_partitions() {
     read_all(r.as_mut(), &e.path, &mut |c| out.extend_from_slice(c)).unwrap();
     assert_eq!(out, b"hello from a logical partition\n");
 }
+
+#[test]
+fn volume_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<FatVolume>();
+}
