@@ -163,18 +163,11 @@ pub fn read_table(disk: &dyn BlockSource) -> Result<PartitionTable> {
         .find(|&ss| gpt::has_signature(disk, 1, ss));
 
     // GPT: announced by a protective MBR, or found where there is no valid MBR. A valid MBR
-    // without a 0xEE record wins over a GPT header (as in Linux, which then ignores the GPT:
-    // it is left over from an earlier partitioning).
+    // without a 0xEE record wins over a GPT header, silently, as in Linux and Windows: such a
+    // GPT is left over from an earlier partitioning and what the guest sees is the MBR.
     let mut gpt_error = None;
-    let mut ignored_gpt = None;
     if !protective && sane_mbr {
-        if let Some(ss) = primary_sig {
-            ignored_gpt = Some(Error::corrupt(
-                disk.name(),
-                u64::from(ss),
-                "GPT header ignored: the MBR has no protective (0xee) record, so the GPT is stale",
-            ));
-        }
+        // MBR below.
     } else if protective || primary_sig.is_some() || (records.is_none() && !whole_fs) {
         // Try the size with the primary signature first, then the others (backup headers).
         let mut order: Vec<u32> = primary_sig.into_iter().collect();
@@ -217,7 +210,7 @@ pub fn read_table(disk: &dyn BlockSource) -> Result<PartitionTable> {
         }));
     }
     if let (Some(records), true) = (records.as_ref(), sane_mbr || hybrid) {
-        let mut problems: Vec<Error> = gpt_error.into_iter().chain(ignored_gpt).collect();
+        let mut problems: Vec<Error> = gpt_error.into_iter().collect();
         let ss = mbr_sector_size(disk, records);
         let mut partitions = mbr::read_partitions(disk, records, ss, &mut problems);
         if hybrid {
