@@ -208,6 +208,13 @@ impl FatVolume {
                 let cluster_bytes = u64::from(self.bs.cluster_size);
                 let mut index = 0u64;
                 loop {
+                    if let Err(e) = chain.extend_to(self.src.as_ref(), &self.bs, index + 1) {
+                        out.error = Some(in_dir(path, e));
+                        break;
+                    }
+                    let Some((cluster, _)) = chain.locate(index) else {
+                        break; // end of chain
+                    };
                     if slots >= MAX_DIR_ENTRIES {
                         out.error = Some(Error::limit(
                             name,
@@ -217,13 +224,6 @@ impl FatVolume {
                         ));
                         break;
                     }
-                    if let Err(e) = chain.extend_to(self.src.as_ref(), &self.bs, index + 1) {
-                        out.error = Some(in_dir(path, e));
-                        break;
-                    }
-                    let Some((cluster, _)) = chain.locate(index) else {
-                        break; // end of chain
-                    };
                     if !dir_clusters.insert(cluster) {
                         let at = self.bs.cluster_offset(cluster).unwrap_or(0);
                         out.error = Some(Error::corrupt(

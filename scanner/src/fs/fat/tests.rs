@@ -543,3 +543,94 @@ fn volume_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<FatVolume>();
 }
+
+#[test]
+fn directory_with_more_than_the_maximum_entries_is_cut_with_a_limit_error() {
+    let (mut img, _dir) = Img::new(32);
+    assert_eq!(img.bs.cluster_size, 512);
+    let per_cluster = 512 / 32;
+    let clusters = (MAX_DIR_ENTRIES as u32).div_ceil(per_cluster) + 3;
+    // Free clusters at the end of the volume become one long directory full of file entries.
+    let start = img.bs.cluster_count + 2 - clusters - 1;
+    let template = {
+        let at = img.entry("/README.TXT").id.node as usize;
+        img.data[at..at + 32].to_vec()
+    };
+    for k in 0..clusters {
+        let c = start + k;
+        img.set_fat(
+            c,
+            if k + 1 == clusters {
+                0x0fff_ffff
+            } else {
+                c + 1
+            },
+        );
+        let off = img.bs.cluster_offset(c).unwrap() as usize;
+        for slot in 0..per_cluster as usize {
+            let e = &mut img.data[off + slot * 32..off + slot * 32 + 32];
+            e.copy_from_slice(&template);
+            e[..8].copy_from_slice(format!("F{:07}", k * per_cluster + slot as u32).as_bytes());
+        }
+    }
+    img.set_first_cluster("/docs/nested", start);
+    let (entries, errors) = walk(&img.vol());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "/docs/nested");
+    assert!(
+        matches!(errors[0].1, Error::Limit { .. }),
+        "{}",
+        errors[0].1
+    );
+    let listed = entries
+        .keys()
+        .filter(|p| p.starts_with("/docs/nested/"))
+        .count();
+    assert_eq!(listed as u64, MAX_DIR_ENTRIES);
+    assert!(entries.contains_key("/lower.txt"));
+}
+
+#[test]
+fn nesting_deeper_than_the_maximum_depth_is_cut_with_a_limit_error() {
+    let (mut img, _dir) = Img::new(32);
+    let levels = MAX_DEPTH as u32 + 10;
+    let start = img.bs.cluster_count + 2 - levels - 1;
+    let template = {
+        let at = img.entry("/docs").id.node as usize;
+        img.data[at..at + 32].to_vec()
+    };
+    // Cluster k holds one subdirectory "D" whose first cluster is k + 1.
+    for k in 0..levels {
+        let c = start + k;
+        img.set_fat(c, 0x0fff_ffff);
+        let off = img.bs.cluster_offset(c).unwrap() as usize;
+        img.data[off..off + 512].fill(0);
+        let e = &mut img.data[off..off + 32];
+        e.copy_from_slice(&template);
+        e[..11].copy_from_slice(b"D          ");
+        let next = c + 1;
+        e[20..22].copy_from_slice(&((next >> 16) as u16).to_le_bytes());
+        e[26..28].copy_from_slice(&(next as u16).to_le_bytes());
+    }
+    // The last level's "D" points at a cluster we leave as is; it is never reached.
+    img.set_first_cluster("/docs/nested", start);
+    let (entries, errors) = walk(&img.vol());
+    assert_eq!(
+        errors.len(),
+        1,
+        "{:?}",
+        errors.iter().map(|e| e.1.to_string()).collect::<Vec<_>>()
+    );
+    assert!(
+        matches!(errors[0].1, Error::Limit { .. }),
+        "{}",
+        errors[0].1
+    );
+    let deepest = entries
+        .keys()
+        .map(|p| p.matches('/').count())
+        .max()
+        .unwrap();
+    assert_eq!(deepest, MAX_DEPTH);
+    assert!(entries.contains_key("/lower.txt"));
+}
