@@ -201,8 +201,19 @@ fn read_logicals(
             return;
         };
         let mut link = None;
-        for r in &records {
+        let ext_end = ext_start.saturating_add(ext_sectors);
+        for (slot, r) in records.iter().enumerate() {
             if r.is_empty() {
+                continue;
+            }
+            // Records 3 and 4 of an EBR are unused by every partitioning tool but sometimes
+            // hold garbage: like Linux, take them only if they lie inside the extended partition.
+            if slot >= 2
+                && ebr_lba
+                    .saturating_add(u64::from(r.start_lba))
+                    .saturating_add(u64::from(r.sectors))
+                    > ext_end
+            {
                 continue;
             }
             if is_mbr_extended(r.kind) {
@@ -213,7 +224,7 @@ fn read_logicals(
                 continue;
             }
             let start = ebr_lba.saturating_add(u64::from(r.start_lba));
-            if ext_sectors > 0 && start >= ext_start.saturating_add(ext_sectors) {
+            if start >= ext_end {
                 problems.push(Error::corrupt(
                     name,
                     off,

@@ -573,3 +573,20 @@ fn hybrid_mbr_means_gpt() {
     assert_eq!(t.partitions[0].index, 2);
     assert_eq!(t.problems.len(), 1);
 }
+
+#[test]
+fn garbage_in_ebr_records_3_and_4_is_ignored_unless_inside_the_extended_partition() {
+    let mut d = build_mbr();
+    record(&mut d, 1024 * 512, 2, 0x83, 100_000, 50); // outside: garbage
+    let t = read_table(&mem(d.clone())).unwrap();
+    assert_eq!(t.partitions.len(), 3);
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    record(&mut d, 1024 * 512, 3, 0x83, 1500, 10); // inside: a logical partition
+    let t = read_table(&mem(d)).unwrap();
+    let idx: Vec<(u32, u64)> = t
+        .partitions
+        .iter()
+        .map(|p| (p.index, p.start / 512))
+        .collect();
+    assert_eq!(idx, [(1, 64), (5, 1088), (6, 2524), (7, 2112)]);
+}
