@@ -143,7 +143,9 @@ fn whole_disk(disk: &dyn BlockSource, problems: Vec<Error>) -> PartitionTable {
 /// valid GPT header (primary, else backup) is found at a plausible sector size; an MBR when
 /// sector 0 has the 0x55AA signature, sane records, and is not the boot sector of a whole-disk
 /// FAT/NTFS/exFAT filesystem; otherwise the whole disk is one volume ([`Scheme::None`], index 0).
-/// Fails only when a GPT is announced (protective MBR or header signature) but unreadable.
+/// Fails only when a protective MBR without other records announces a GPT and neither GPT
+/// header is valid; a GPT signature without a protective MBR whose headers are both invalid
+/// gives a whole-disk volume with a problem.
 pub fn read_table(disk: &dyn BlockSource) -> Result<PartitionTable> {
     let mut sector0 = [0u8; 512];
     if disk.read_exact_at(0, &mut sector0).is_err() {
@@ -165,10 +167,10 @@ pub fn read_table(disk: &dyn BlockSource) -> Result<PartitionTable> {
     // GPT: announced by a protective MBR, or found where there is no valid MBR. A valid MBR
     // without a 0xEE record wins over a GPT header, silently, as in Linux and Windows: such a
     // GPT is left over from an earlier partitioning and what the guest sees is the MBR.
+    let try_gpt =
+        protective || (!sane_mbr && (primary_sig.is_some() || (records.is_none() && !whole_fs)));
     let mut gpt_error = None;
-    if !protective && sane_mbr {
-        // MBR below.
-    } else if protective || primary_sig.is_some() || (records.is_none() && !whole_fs) {
+    if try_gpt {
         // Try the size with the primary signature first, then the others (backup headers).
         let mut order: Vec<u32> = primary_sig.into_iter().collect();
         order.extend(sizes.iter().copied().filter(|&s| Some(s) != primary_sig));

@@ -590,3 +590,17 @@ fn garbage_in_ebr_records_3_and_4_is_ignored_unless_inside_the_extended_partitio
         .collect();
     assert_eq!(idx, [(1, 64), (5, 1088), (6, 2524), (7, 2112)]);
 }
+
+#[test]
+fn gpt_signature_without_mbr_and_both_headers_bad_is_a_whole_disk_with_a_problem() {
+    let mut d = build_gpt(512, 256, 128, &two_entries());
+    d[..512].fill(0);
+    d[512 + 40] ^= 0xff;
+    let len = d.len();
+    d[len - 512 + 40] ^= 0xff;
+    let t = read_table(&mem(d)).unwrap();
+    assert_eq!(t.scheme, Scheme::None);
+    assert_eq!(t.partitions.len(), 1);
+    assert_eq!(t.problems.len(), 1);
+    assert!(t.problems[0].to_string().contains("both GPT headers"));
+}
