@@ -163,13 +163,7 @@ impl FatVolume {
                         if e.is_dot() {
                             continue;
                         }
-                        let shown = long.unwrap_or_else(|| e.display_name());
-                        // A name may not hold a path separator or NUL; a hostile one must not
-                        // forge a path.
-                        let shown: String = shown
-                            .chars()
-                            .map(|c| if c == '/' || c == '\0' { '\u{fffd}' } else { c })
-                            .collect();
+                        let shown = safe_name(long, &e);
                         out.items.push(DirItem {
                             name: shown,
                             entry: e,
@@ -270,6 +264,24 @@ impl FatVolume {
             unreadable: None,
         }
     }
+}
+
+/// The name to show for an entry: its long name, else its 8.3 name. A hostile directory must
+/// not forge paths: `/` and NUL become U+FFFD, and an empty, `.` or `..` name is replaced.
+fn safe_name(long: Option<String>, e: &ShortEntry) -> String {
+    let bad = |n: &str| n.is_empty() || n == "." || n == "..";
+    let name = match long {
+        Some(l) if !bad(&l) => l,
+        _ => e.display_name(),
+    };
+    let name = if bad(&name) {
+        "\u{fffd}".to_string()
+    } else {
+        name
+    };
+    name.chars()
+        .map(|c| if c == '/' || c == '\0' { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// Prefixes an error's detail with the directory it happened in.

@@ -634,3 +634,40 @@ fn nesting_deeper_than_the_maximum_depth_is_cut_with_a_limit_error() {
     assert_eq!(deepest, MAX_DEPTH);
     assert!(entries.contains_key("/lower.txt"));
 }
+
+#[test]
+fn hostile_names_cannot_forge_paths() {
+    let (mut img, _dir) = Img::new(16);
+    // A long name of "..", a short name with a slash, and an all-space short name.
+    let e = img.entry("/Mixed Case Name With Spaces.text");
+    let at = e.id.node as usize;
+    let units: Vec<u16> = "..".encode_utf16().chain([0]).collect();
+    let offsets = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+    // Make it a one-entry long name: the entry just before the short one is ordinal 1.
+    let lfn = at - 32;
+    img.data[lfn] = 0x41;
+    for (k, off) in offsets.iter().enumerate() {
+        let u = units.get(k).copied().unwrap_or(0xffff);
+        img.data[lfn + off..lfn + off + 2].copy_from_slice(&u.to_le_bytes());
+    }
+    // Older ordinals in front of it are now orphans and must be ignored.
+    let at = img.entry("/README.TXT").id.node as usize;
+    img.data[at..at + 11].copy_from_slice(b"A/B     TXT");
+    let at2 = img.entry("/lower.txt").id.node as usize;
+    img.data[at2..at2 + 11].copy_from_slice(b"           ");
+    let (entries, errors) = walk(&img.vol());
+    assert!(errors.is_empty(), "{errors:?}");
+    for p in entries.keys() {
+        assert!(
+            !p.split('/')
+                .skip(1)
+                .any(|c| c.is_empty() || c == "." || c == ".."),
+            "{p}"
+        );
+    }
+    // The ".." long name fell back to the 8.3 name mtools generated.
+    let renamed = entries.values().find(|x| x.id == e.id).unwrap();
+    assert!(renamed.path.starts_with("/MIXED"), "{}", renamed.path);
+    assert!(entries.contains_key("/A\u{fffd}B.TXT"));
+    assert!(entries.contains_key("/\u{fffd}"));
+}
