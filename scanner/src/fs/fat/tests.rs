@@ -74,6 +74,17 @@ fn run(cmd: &mut Command) {
 
 /// Makes a FAT image of `fat_bits` (12, 16, 32) and `kib` KiB holding the planted tree.
 fn make_image(dir: &Path, fat_bits: u32, kib: u64, label: &str) -> std::path::PathBuf {
+    make_image_with(dir, fat_bits, kib, label, &[])
+}
+
+/// Like [`make_image`] with extra `mkfs.vfat` arguments.
+fn make_image_with(
+    dir: &Path,
+    fat_bits: u32,
+    kib: u64,
+    label: &str,
+    extra: &[&str],
+) -> std::path::PathBuf {
     let tree = dir.join(format!("tree{fat_bits}"));
     for (p, c) in planted() {
         let f = tree.join(&p[1..]);
@@ -85,7 +96,8 @@ fn make_image(dir: &Path, fat_bits: u32, kib: u64, label: &str) -> std::path::Pa
     mkfs.arg("-F")
         .arg(fat_bits.to_string())
         .arg("-n")
-        .arg(label);
+        .arg(label)
+        .args(extra);
     if fat_bits == 32 {
         mkfs.arg("-s").arg("1");
     }
@@ -178,6 +190,16 @@ fn fat12_image_from_mkfs_and_mcopy() {
     let vol = open_file(&img);
     assert_eq!(vol.kind(), FsKind::Fat12);
     assert_eq!(vol.label().as_deref(), Some("SMALL12"));
+    check_tree(&vol);
+}
+
+#[test]
+fn fat12_image_with_4096_byte_sectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image_with(dir.path(), 12, 4 * 1024, "SECTOR4K", &["-S", "4096"]);
+    let vol = open_file(&img);
+    assert_eq!(vol.boot_sector().bytes_per_sector, 4096);
+    assert_eq!(vol.kind(), FsKind::Fat12);
     check_tree(&vol);
 }
 
