@@ -445,6 +445,18 @@ fn sfdisk_gpt() {
         t.partitions[1].guid.as_deref(),
         Some("aabbccdd-1122-3344-5566-778899aabbcc")
     );
+    // mmls (The Sleuth Kit) agrees on the starts and lengths.
+    let out = Command::new("mmls").arg(&img).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in &t.partitions {
+        let row = format!(
+            "{:010}   {:010}   {:010}",
+            p.start / 512,
+            (p.start + p.size) / 512 - 1,
+            p.size / 512
+        );
+        assert!(text.contains(&row), "mmls lacks {row}:\n{text}");
+    }
     // Now break the primary header: the backup written by sfdisk must be used.
     {
         use std::os::unix::fs::FileExt;
