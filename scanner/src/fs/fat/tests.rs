@@ -693,3 +693,22 @@ fn hostile_names_cannot_forge_paths() {
     assert!(entries.contains_key("/A\u{fffd}B.TXT"));
     assert!(entries.contains_key("/\u{fffd}"));
 }
+
+#[test]
+fn fat32_with_mirroring_off_reads_the_active_fat() {
+    let (mut img, _dir) = Img::new(32);
+    assert_eq!(img.bs.num_fats, 2);
+    let fat0 = img.bs.fat_offset as usize;
+    let len = img.bs.fat_size as usize;
+    // Garbage in FAT 0; FAT 1 made active (BPB_ExtFlags bit 7 set, active FAT 1).
+    img.data[fat0 + 64..fat0 + len].fill(0x5a);
+    img.data[40..42].copy_from_slice(&0x0081u16.to_le_bytes());
+    let vol = img.vol();
+    assert_eq!(vol.boot_sector().active_fat, 1);
+    check_tree(&vol);
+    // With mirroring on again, FAT 0 (garbage) is read: errors, but no panic.
+    img.data[40..42].copy_from_slice(&0u16.to_le_bytes());
+    let vol = img.vol();
+    let e = vol.lookup("/docs/big.bin").unwrap();
+    assert!(read(&vol, &e).is_err());
+}
