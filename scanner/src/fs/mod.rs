@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod fat;
+
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,12 +222,21 @@ pub type SharedFilesystem = std::sync::Arc<dyn Filesystem>;
 
 /// Identifies the filesystem on `volume` by its magic bytes; `None` when none is recognised.
 pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
-    let _ = volume;
+    let mut boot = [0u8; 512];
+    if volume.size() >= boot.len() as u64 {
+        volume.read_exact_at(0, &mut boot)?;
+        if let Some(kind) = fat::probe_fat(&boot) {
+            return Ok(Some(kind));
+        }
+    }
     Ok(None)
 }
 
 /// Opens `volume` as a filesystem of `kind`.
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
+    if matches!(kind, FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32) {
+        return Ok(std::sync::Arc::new(fat::FatVolume::open(volume)?));
+    }
     Err(Error::unsupported(
         volume.name(),
         format!("{kind} is not wired in yet"),
