@@ -211,6 +211,16 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
     open_layer(path, opts, &mut ChainState::default())
 }
 
+/// Opens a disk target as the user names it: an `nbd://` / `nbd+unix://` URL (an NBD export,
+/// read as the raw virtual disk the server presents) or an image file / block device path.
+pub fn open_target(spec: &str, opts: &OpenOptions) -> Result<OpenedDisk> {
+    if nbd::is_nbd_url(spec) {
+        nbd::open(spec)
+    } else {
+        open(Path::new(spec), opts)
+    }
+}
+
 /// Opens one layer of a chain and, through the format's own code, the layers below it. Formats
 /// open their backing file with `open_layer(&opts.chain.resolve(this, named)?, opts, state)`.
 pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
