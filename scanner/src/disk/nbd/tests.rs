@@ -220,3 +220,134 @@ fn a_silent_server_times_out_instead_of_hanging() {
     assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(5));
     drop(listener);
 }
+
+/// What the in-process server saw.
+#[derive(Debug, Default)]
+struct Seen {
+    commands: Vec<u16>,
+    misaligned: usize,
+    connections: usize,
+}
+
+/// A minimal NBD server over TCP serving `data` with a 512-byte minimum block size, a 64 KiB
+/// maximum request and `NBD_FLAG_CAN_MULTI_CONN`, which answers only its first connection (as
+/// `qemu-nbd` without `--shared` does): later ones are accepted by the kernel but never greeted.
+fn fake_server(data: Arc<Vec<u8>>) -> (u16, Arc<std::sync::Mutex<Seen>>) {
+    use protocol::*;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        let mut silent = Vec::new();
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { return };
+            seen2.lock().unwrap().connections += 1;
+            if n > 0 {
+                silent.push(s);
+                continue;
+            }
+            let data = data.clone();
+            let seen = seen2.clone();
+            std::thread::spawn(move || {
+                let mut greet = NBD_MAGIC.to_be_bytes().to_vec();
+                greet.extend(IHAVEOPT.to_be_bytes());
+                greet.extend((FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+                s.write_all(&greet).unwrap();
+                let mut b4 = [0u8; 4];
+                s.read_exact(&mut b4).unwrap();
+                let mut head = [0u8; 16];
+                s.read_exact(&mut head).unwrap();
+                let len = u32::from_be_bytes(head[12..16].try_into().unwrap());
+                let mut opt = vec![0u8; len as usize];
+                s.read_exact(&mut opt).unwrap();
+                let reply = |typ: u32, payload: &[u8]| {
+                    let mut v = OPTION_REPLY_MAGIC.to_be_bytes().to_vec();
+                    v.extend(OPT_GO.to_be_bytes());
+                    v.extend(typ.to_be_bytes());
+                    v.extend((payload.len() as u32).to_be_bytes());
+                    v.extend(payload);
+                    v
+                };
+                let mut export = INFO_EXPORT.to_be_bytes().to_vec();
+                export.extend((data.len() as u64).to_be_bytes());
+                export.extend(
+                    (TFLAG_HAS_FLAGS | TFLAG_READ_ONLY | TFLAG_CAN_MULTI_CONN).to_be_bytes(),
+                );
+                let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+                for v in [512u32, 4096, 65536] {
+                    bs.extend(v.to_be_bytes());
+                }
+                s.write_all(&reply(REP_INFO, &export)).unwrap();
+                s.write_all(&reply(REP_INFO, &bs)).unwrap();
+                s.write_all(&reply(REP_ACK, &[])).unwrap();
+                loop {
+                    let mut req = [0u8; 28];
+                    if s.read_exact(&mut req).is_err() {
+                        return;
+                    }
+                    let typ = u16::from_be_bytes([req[6], req[7]]);
+                    let cookie = &req[8..16];
+                    let off = u64::from_be_bytes(req[16..24].try_into().unwrap()) as usize;
+                    let len = u32::from_be_bytes(req[24..28].try_into().unwrap()) as usize;
+                    seen.lock().unwrap().commands.push(typ);
+                    if typ != CMD_READ {
+                        return;
+                    }
+                    let mut r = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+                    if off % 512 != 0 || len % 512 != 0 || len > 65536 {
+                        seen.lock().unwrap().misaligned += 1;
+                        r.extend(22u32.to_be_bytes());
+                        r.extend(cookie);
+                    } else {
+                        r.extend(0u32.to_be_bytes());
+                        r.extend(cookie);
+                        r.extend(&data[off..off + len]);
+                    }
+                    s.write_all(&r).unwrap();
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn honours_block_sizes_and_shares_one_connection_when_no_more_are_served() {
+    let data = Arc::new(test_data(1 << 20));
+    let (port, seen) = fake_server(data.clone());
+    let src = Arc::new(NbdSource::connect(&format!("nbd://127.0.0.1:{port}/")).unwrap());
+    assert_eq!(src.info().min_block, 512);
+    // Unaligned and larger than the server's maximum request.
+    let mut b = vec![0u8; 200_001];
+    src.read_exact_at(1001, &mut b).unwrap();
+    assert_eq!(b[..], data[1001..1001 + 200_001]);
+    // Parallel readers: the second connection is never greeted, the pool falls back to one.
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let src = src.clone();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let mut b = vec![0u8; 777];
+                for i in 0..20u64 {
+                    let off = i * 40_009 + t;
+                    src.read_exact_at(off, &mut b).unwrap();
+                    assert_eq!(b[..], data[off as usize..off as usize + 777]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(src);
+    std::thread::sleep(Duration::from_millis(100));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.misaligned, 0);
+    assert!(seen.connections >= 2, "{seen:?}");
+    // Only reads, then the disconnect: never a write, flush or trim.
+    assert_eq!(seen.commands.last(), Some(&protocol::CMD_DISC), "{seen:?}");
+    assert!(seen.commands[..seen.commands.len() - 1]
+        .iter()
+        .all(|&c| c == protocol::CMD_READ));
+}

@@ -267,6 +267,13 @@ pub fn open_source(file: SharedSource, resolver: &mut dyn FileResolver) -> Resul
             ));
         }
         details.push(("vmdk.createType".into(), "COWD sparse extent".into()));
+        // The parent of an ESX delta is named by its descriptor, not by the extent.
+        details.push((
+            "vmdk.note".into(),
+            "COWD extent opened without its descriptor: unallocated grains read as zeros, not \
+             from a parent"
+                .into(),
+        ));
         details.push(("vmdk.grainSize".into(), sparse.grain_bytes().to_string()));
         descriptor = None;
         extents.push(Extent {
