@@ -6,7 +6,7 @@
 use crate::block::le;
 use crate::error::{Error, Result};
 
-use super::grain_table::SparseGeometry;
+use super::grain_table::{MapFormat, SparseGeometry};
 use super::sparse_header::{MAX_GRAIN_SECTORS, SECTOR};
 
 /// `COWD` as it appears at byte 0.
@@ -87,7 +87,9 @@ impl CowdHeader {
             capacity_sectors: self.capacity,
             grain_sectors: self.grain_sectors,
             gtes_per_gt: GTES_PER_GT,
-            zeroed_grain: false,
+            format: MapFormat::Sector32 {
+                zeroed_grain: false,
+            },
         }
     }
 

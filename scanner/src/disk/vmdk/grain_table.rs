@@ -1,12 +1,14 @@
 //! Grain directories and grain tables of sparse extents: VMware "Virtual Disk Format 1.1",
-//! section "Grain Directory and Grain Table" (hosted sparse `KDMV` extents) and the same two-level
-//! map of ESX `COWD` sparse extents.
+//! section "Grain Directory and Grain Table" (hosted sparse `KDMV` extents), the same two-level
+//! map of ESX `COWD` sparse extents, and the 64-bit map of ESXi `SESPARSE` extents (layout as
+//! described in [`super::sesparse_header`]).
 //!
-//! A grain directory (GD) entry is the sector of one grain table (GT), 0 if that whole table is
-//! unallocated; a GT entry is the sector of one grain, 0 if unallocated (read from the parent disk
-//! or as zeros) and, with the zeroed-grain flag, 1 for a grain that reads as zeros. Every table
-//! location is checked against the extent file's size when the directory is loaded; grain
-//! locations are checked when they are used. Grain tables are kept in a bounded LRU cache.
+//! A grain directory (GD) entry locates one grain table (GT), 0 if that whole table is
+//! unallocated; a GT entry locates one grain, 0 if unallocated (read from the parent disk or as
+//! zeros); some entries mean "reads as zeros" (the zeroed-grain GTE 1 of `KDMV`, the zero and
+//! unmapped types of `SESPARSE`). Every table location is checked against the extent file's size
+//! when the directory is loaded; grain locations are checked when they are used. Grain tables are
+//! kept in a bounded LRU cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 
 use super::sparse_header::SECTOR;
 
-/// Largest grain directory read (4 bytes per table; 64 TiB of 64 KiB grains needs 8 MiB).
+/// Largest grain directory read (64 TiB of 64 KiB grains in 512-entry tables needs 8 MiB).
 pub const MAX_GD_BYTES: u64 = 64 << 20;
 /// Grain tables kept in memory per extent.
 pub const GT_CACHE_ENTRIES: usize = 1024;
@@ -30,8 +32,8 @@ pub struct SparseGeometry {
     pub grain_sectors: u64,
     /// Entries per grain table (bounded by the header parser).
     pub gtes_per_gt: u32,
-    /// Whether GT entry 1 means a zero grain.
-    pub zeroed_grain: bool,
+    /// How directory and table entries are encoded.
+    pub format: MapFormat,
 }
 
 impl SparseGeometry {
@@ -49,12 +51,39 @@ impl SparseGeometry {
     }
 }
 
+/// Encoding of grain directory and grain table entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapFormat {
+    /// 32-bit sector numbers (`KDMV`, `COWD`); with `zeroed_grain`, GT entry 1 is a zero grain.
+    Sector32 {
+        /// Whether GT entry 1 means a zero grain.
+        zeroed_grain: bool,
+    },
+    /// 64-bit `SESPARSE` entries: GD entries hold a table number (top 32 bits `0x10000000`),
+    /// GT entries a type nibble and a grain number.
+    SeSparse {
+        /// Sector where grain tables start.
+        tables_sector: u64,
+        /// Sector where grains start.
+        grains_sector: u64,
+    },
+}
+
+impl MapFormat {
+    fn entry_bytes(self) -> u64 {
+        match self {
+            MapFormat::Sector32 { .. } => 4,
+            MapFormat::SeSparse { .. } => 8,
+        }
+    }
+}
+
 /// Where one grain's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrainMapping {
     /// Not allocated in this extent: read the parent disk (or zeros).
     Unallocated,
-    /// Allocated as zeros (zeroed-grain GTE).
+    /// Allocated as zeros (zeroed-grain GTE, SESPARSE zero or unmapped grain).
     Zero,
     /// At this byte offset of the extent file (for compressed grains: the grain marker).
     Allocated(u64),
@@ -65,14 +94,24 @@ pub enum GrainMapping {
 pub struct GrainTables {
     file: SharedSource,
     geometry: SparseGeometry,
-    directory: Vec<u32>,
+    /// Byte offset of each grain table in the file, 0 for an unallocated table.
+    directory: Vec<u64>,
     cache: Mutex<GtCache>,
 }
 
 #[derive(Debug, Default)]
 struct GtCache {
-    map: HashMap<u64, (Arc<[u32]>, u64)>,
+    map: HashMap<u64, (Arc<[u64]>, u64)>,
     tick: u64,
+}
+
+/// Little-endian entries of `width` (4 or 8) bytes.
+fn decode(bytes: &[u8], width: u64) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks_exact(width as usize).map(|c| {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    })
 }
 
 impl GrainTables {
@@ -84,10 +123,11 @@ impl GrainTables {
         let gd_at = gd_sector
             .checked_mul(SECTOR)
             .ok_or_else(|| Error::corrupt(&object, 0, "grain directory offset overflows"))?;
+        let width = geometry.format.entry_bytes();
         let bytes = read_vec(
             file.as_ref(),
             gd_at,
-            entries.saturating_mul(4),
+            entries.saturating_mul(width),
             MAX_GD_BYTES,
         )
         .map_err(|e| match e {
@@ -98,26 +138,48 @@ impl GrainTables {
             ),
             other => other,
         })?;
-        let directory: Vec<u32> = bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let gt_bytes = u64::from(geometry.gtes_per_gt) * 4;
-        for (i, &sector) in directory.iter().enumerate() {
-            if sector == 0 {
+        let gt_bytes = u64::from(geometry.gtes_per_gt) * width;
+        let mut directory = Vec::with_capacity(bytes.len() / width as usize);
+        for (i, raw) in decode(&bytes, width).enumerate() {
+            let entry_at = gd_at + (i as u64) * width;
+            if raw == 0 {
+                directory.push(0);
                 continue;
             }
-            let at = u64::from(sector) * SECTOR;
-            if at.checked_add(gt_bytes).is_none_or(|end| end > file.size()) {
-                return Err(Error::corrupt(
-                    &object,
-                    gd_at + (i as u64) * 4,
-                    format!(
-                        "grain directory entry {i} points to a grain table at sector {sector}, \
-                         past the end of the file ({} bytes)",
-                        file.size()
-                    ),
-                ));
+            let at = match geometry.format {
+                MapFormat::Sector32 { .. } => raw.checked_mul(SECTOR),
+                MapFormat::SeSparse { tables_sector, .. } => {
+                    if raw >> 32 != 0x1000_0000 {
+                        return Err(Error::corrupt(
+                            &object,
+                            entry_at,
+                            format!("SESPARSE grain directory entry {i} is {raw:#018x}"),
+                        ));
+                    }
+                    (raw & 0xffff_ffff)
+                        .checked_mul(gt_bytes)
+                        .and_then(|o| tables_sector.checked_mul(SECTOR)?.checked_add(o))
+                }
+            };
+            match at {
+                Some(at)
+                    if at
+                        .checked_add(gt_bytes)
+                        .is_some_and(|end| end <= file.size()) =>
+                {
+                    directory.push(at)
+                }
+                _ => {
+                    return Err(Error::corrupt(
+                        &object,
+                        entry_at,
+                        format!(
+                            "grain directory entry {i} ({raw:#x}) points to a grain table past \
+                             the end of the file ({} bytes)",
+                            file.size()
+                        ),
+                    ))
+                }
             }
         }
         Ok(GrainTables {
@@ -133,14 +195,14 @@ impl GrainTables {
         &self.geometry
     }
 
-    fn table(&self, gt_index: u64) -> Result<Option<Arc<[u32]>>> {
-        let Some(&sector) = usize::try_from(gt_index)
+    fn table(&self, gt_index: u64) -> Result<Option<Arc<[u64]>>> {
+        let Some(&at) = usize::try_from(gt_index)
             .ok()
             .and_then(|i| self.directory.get(i))
         else {
             return Ok(None);
         };
-        if sector == 0 {
+        if at == 0 {
             return Ok(None);
         }
         {
@@ -153,13 +215,10 @@ impl GrainTables {
             }
         }
         // In range: checked in `load`.
-        let at = u64::from(sector) * SECTOR;
-        let len = u64::from(self.geometry.gtes_per_gt) * 4;
+        let width = self.geometry.format.entry_bytes();
+        let len = u64::from(self.geometry.gtes_per_gt) * width;
         let bytes = read_vec(self.file.as_ref(), at, len, len)?;
-        let table: Arc<[u32]> = bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let table: Arc<[u64]> = decode(&bytes, width).collect();
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.map.len() >= GT_CACHE_ENTRIES {
             // Drop the least recently used eighth in one pass.
@@ -184,11 +243,39 @@ impl GrainTables {
             .ok()
             .and_then(|i| table.get(i).copied())
             .unwrap_or(0);
-        Ok(match entry {
-            0 => GrainMapping::Unallocated,
-            1 if self.geometry.zeroed_grain => GrainMapping::Zero,
-            sector => GrainMapping::Allocated(u64::from(sector) * SECTOR),
-        })
+        match self.geometry.format {
+            MapFormat::Sector32 { zeroed_grain } => Ok(match entry {
+                0 => GrainMapping::Unallocated,
+                1 if zeroed_grain => GrainMapping::Zero,
+                sector => GrainMapping::Allocated(sector.saturating_mul(SECTOR)),
+            }),
+            MapFormat::SeSparse { grains_sector, .. } => match entry >> 60 {
+                0 if entry == 0 => Ok(GrainMapping::Unallocated),
+                // 1: unmapped by the guest (SCSI UNMAP), 2: written as zeros.
+                1 | 2 => Ok(GrainMapping::Zero),
+                3 => {
+                    let number = ((entry & 0x0fff_0000_0000_0000) >> 48)
+                        | ((entry & 0x0000_ffff_ffff_ffff) << 12);
+                    number
+                        .checked_mul(self.geometry.grain_sectors)
+                        .and_then(|s| s.checked_add(grains_sector))
+                        .and_then(|s| s.checked_mul(SECTOR))
+                        .map(GrainMapping::Allocated)
+                        .ok_or_else(|| {
+                            Error::corrupt(
+                                self.file.name(),
+                                0,
+                                format!("SESPARSE grain table entry {entry:#018x} overflows"),
+                            )
+                        })
+                }
+                _ => Err(Error::corrupt(
+                    self.file.name(),
+                    0,
+                    format!("SESPARSE grain table entry {entry:#018x} for grain {grain}"),
+                )),
+            },
+        }
     }
 }
 
@@ -202,7 +289,7 @@ mod tests {
             capacity_sectors: 4 * 8 * 2,
             grain_sectors: 8,
             gtes_per_gt: 4,
-            zeroed_grain: true,
+            format: MapFormat::Sector32 { zeroed_grain: true },
         }
     }
 

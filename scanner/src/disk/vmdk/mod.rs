@@ -7,12 +7,14 @@
 //!
 //! Files named inside a descriptor (extents, parent) are untrusted paths: they are opened only
 //! through a [`FileResolver`], which for image files applies the disk layer's
-//! [`ChainPolicy`](crate::disk::ChainPolicy). Space-efficient sparse (`SESPARSE`), vSAN sparse and
-//! raw-device-mapped extents are refused with an error naming the variant.
+//! [`ChainPolicy`](crate::disk::ChainPolicy). ESXi space-efficient sparse extents (`SESPARSE`) are
+//! read as QEMU documents them; vSAN sparse and raw-device-mapped extents are refused with an
+//! error naming the variant.
 
 pub mod cowd_header;
 pub mod descriptor;
 pub mod grain_table;
+pub mod sesparse_header;
 pub mod sparse_extent;
 pub mod sparse_header;
 pub mod stream_optimized;
@@ -390,10 +392,18 @@ fn open_extent(
             ExtentData::Sparse(Box::new(sparse))
         }
         ExtentKind::SeSparse => {
-            return Err(Error::unsupported(
-                name,
-                format!("extent {index}: SESPARSE (ESXi space-efficient sparse) extents"),
-            ))
+            let sparse = SparseExtent::open_sesparse(resolver.extent(file_name)?)?;
+            if sparse.capacity() < len {
+                return Err(Error::corrupt(
+                    sparse.file().name(),
+                    0,
+                    format!(
+                        "SESPARSE extent holds {} bytes, the descriptor says {len}",
+                        sparse.capacity()
+                    ),
+                ));
+            }
+            ExtentData::Sparse(Box::new(sparse))
         }
         ExtentKind::VsanSparse => {
             return Err(Error::unsupported(

@@ -1,6 +1,7 @@
-//! Reading a sparse extent (hosted `KDMV`, stream-optimized, or ESX `COWD`) through its grain
-//! map: VMware "Virtual Disk Format 1.1", sections "Hosted Sparse Extents", "Stream-Optimized
-//! Compressed Sparse Extents" and "ESX Server Sparse Extents".
+//! Reading a sparse extent (hosted `KDMV`, stream-optimized, ESX `COWD`, or ESXi `SESPARSE`)
+//! through its grain map: VMware "Virtual Disk Format 1.1", sections "Hosted Sparse Extents",
+//! "Stream-Optimized Compressed Sparse Extents" and "ESX Server Sparse Extents" (`SESPARSE`: see
+//! [`super::sesparse_header`]).
 //!
 //! Runs of neighbouring grains that are contiguous in the file (or all zero, or all unallocated)
 //! are read with one call, so sequential reads of a freshly converted disk are few large reads.
@@ -12,7 +13,8 @@ use crate::block::{read_vec, BlockSource, SharedSource};
 use crate::error::{Error, Result};
 
 use super::cowd_header::CowdHeader;
-use super::grain_table::{GrainMapping, GrainTables, SparseGeometry};
+use super::grain_table::{GrainMapping, GrainTables, MapFormat, SparseGeometry};
+use super::sesparse_header::SeSparseHeader;
 use super::sparse_header::{SparseHeader, FLAG_REDUNDANT_GD, GD_AT_END, HEADER_SIZE};
 use super::stream_optimized;
 
@@ -70,7 +72,9 @@ impl SparseExtent {
             capacity_sectors: header.capacity,
             grain_sectors: header.grain_sectors,
             gtes_per_gt: header.gtes_per_gt,
-            zeroed_grain: header.zeroed_grain(),
+            format: MapFormat::Sector32 {
+                zeroed_grain: header.zeroed_grain(),
+            },
         };
         let redundant = (header.flags & FLAG_REDUNDANT_GD != 0 && header.rgd_offset != 0)
             .then_some(header.rgd_offset);
@@ -121,6 +125,19 @@ impl SparseExtent {
             },
             header,
         ))
+    }
+
+    /// Opens an ESXi space-efficient sparse (`SESPARSE`) extent.
+    pub fn open_sesparse(file: SharedSource) -> Result<Self> {
+        let header = SeSparseHeader::read(file.as_ref())?;
+        let tables = GrainTables::load(file.clone(), header.geometry(), header.gd_offset)?;
+        Ok(SparseExtent {
+            file,
+            tables,
+            capacity: header.capacity_bytes(),
+            compressed: false,
+            grains: Mutex::new(GrainCache::default()),
+        })
     }
 
     /// Capacity of the extent in bytes.

@@ -368,16 +368,22 @@ fn hostile_descriptor_paths_are_refused() {
     text.resize(2 << 20, b'#');
     std::fs::write(&d, text).unwrap();
     assert!(matches!(open_path(&d), Err(Error::Limit { .. })));
-    // Unsupported variants say which.
+    // A SESPARSE extent that is not one, and unsupported variants, say which.
     std::fs::write(dir.join("x-sesparse.vmdk"), vec![0u8; 4096]).unwrap();
-    let d = dir.join("se.vmdk");
-    std::fs::write(
-        &d,
-        "# Disk DescriptorFile\nRW 8 SESPARSE \"x-sesparse.vmdk\"\n",
-    )
-    .unwrap();
-    let err = open_path(&d).unwrap_err();
-    assert!(err.to_string().contains("SESPARSE"), "{err}");
+    for (kind, expect) in [
+        ("SESPARSE", "SESPARSE"),
+        ("VMFSRDM", "raw device mapping"),
+        ("VSANSPARSE", "VSANSPARSE"),
+    ] {
+        let d = dir.join(format!("{kind}.vmdk"));
+        std::fs::write(
+            &d,
+            format!("# Disk DescriptorFile\nRW 8 {kind} \"x-sesparse.vmdk\"\n"),
+        )
+        .unwrap();
+        let err = open_path(&d).unwrap_err();
+        assert!(err.to_string().contains(expect), "{kind}: {err}");
+    }
 }
 
 #[test]
@@ -501,6 +507,112 @@ fn truncated_and_garbage_inputs_never_panic() {
             let _ = d
                 .source
                 .read_exact_at(0, &mut vec![0u8; d.source.size().min(1 << 20) as usize]);
+        }
+    }
+}
+
+/// A SESPARSE extent of 2048 sectors with 4 KiB grains: const header (sector 0), volatile header
+/// (1), grain directory (2), grain table 0 (3..67), grains from sector 67. `map` gives GT entries.
+fn sesparse_image(map: &[(usize, u64)], grains: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 67 * 512];
+    let fields: [(usize, u64); 10] = [
+        (0, sesparse_header::CONST_MAGIC),
+        (1, sesparse_header::VERSION),
+        (2, 2048),
+        (3, 8),
+        (4, 64),
+        (10, 1),
+        (16, 2),
+        (17, 1),
+        (18, 3),
+        (24, 67),
+    ];
+    for (i, v) in fields {
+        b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    b[512..520].copy_from_slice(&sesparse_header::VOLATILE_MAGIC.to_le_bytes());
+    b[1024..1032].copy_from_slice(&0x1000_0000_0000_0000u64.to_le_bytes());
+    for &(grain, entry) in map {
+        let at = 3 * 512 + grain * 8;
+        b[at..at + 8].copy_from_slice(&entry.to_le_bytes());
+    }
+    b.extend_from_slice(grains);
+    b
+}
+
+/// A SESPARSE "allocated" GT entry for grain number `n`.
+fn se_allocated(n: u64) -> u64 {
+    (3 << 60) | ((n & 0xfff) << 48) | (n >> 12)
+}
+
+#[test]
+fn sesparse_delta_over_a_flat_parent() {
+    let parent: Vec<u8> = test_data(2048 * 512, 8);
+    let mut grains = vec![0x31u8; 4096];
+    grains.extend_from_slice(&[0x32; 4096]);
+    grains.extend_from_slice(&[0x33; 4096]);
+    let se = sesparse_image(
+        &[
+            (0, se_allocated(0)),
+            (1, se_allocated(1)),
+            (2, 2 << 60),
+            (3, 1 << 60),
+            (5, se_allocated(2)),
+        ],
+        &grains,
+    );
+    let mem = |data: Vec<u8>, name: &str| Arc::new(MemSource::new(data, name)) as SharedSource;
+    let files = vec![
+        (
+            "base.vmdk".to_string(),
+            mem(
+                b"# Disk DescriptorFile\nCID=00000007\nRW 2048 FLAT \"base-flat.vmdk\" 0\n"
+                    .to_vec(),
+                "base.vmdk",
+            ),
+        ),
+        ("base-flat.vmdk".to_string(), mem(parent.clone(), "flat")),
+        ("s-sesparse.vmdk".to_string(), mem(se.clone(), "se")),
+    ];
+    let top = mem(
+        b"# Disk DescriptorFile\nCID=1\nparentCID=00000007\ncreateType=\"seSparse\"\n\
+          parentFileNameHint=\"base.vmdk\"\nRW 2048 SESPARSE \"s-sesparse.vmdk\"\n"
+            .to_vec(),
+        "top.vmdk",
+    );
+    let disk = open_source(top.clone(), &mut MemoryFiles::new(files.clone())).unwrap();
+    let got = read_all(disk.source.as_ref(), 3000);
+    let mut want = parent;
+    want[0..4096].fill(0x31);
+    want[4096..8192].fill(0x32);
+    want[8192..16384].fill(0);
+    want[5 * 4096..6 * 4096].fill(0x33);
+    assert_same(&got, &want, "sesparse");
+
+    // Hostile variants: an entry of an unknown type, a table number past the end of the file, a
+    // journal to replay.
+    let mut bad_entry = se.clone();
+    let at = 3 * 512 + 6 * 8;
+    bad_entry[at..at + 8].copy_from_slice(&(7u64 << 60).to_le_bytes());
+    let mut bad_gd = se.clone();
+    bad_gd[1024..1032].copy_from_slice(&0x1000_0000_0000_0100u64.to_le_bytes());
+    let mut dirty = se;
+    dirty[512 + 24] = 1;
+    for (what, image) in [("entry", bad_entry), ("gd", bad_gd), ("dirty", dirty)] {
+        let mut files = files.clone();
+        files[2].1 = mem(image, "se");
+        match open_source(top.clone(), &mut MemoryFiles::new(files)) {
+            Err(e) => assert!(
+                e.to_string().contains("SESPARSE") || e.to_string().contains("past the end"),
+                "{what}: {e}"
+            ),
+            Ok(d) => {
+                let err = d
+                    .source
+                    .read_exact_at(6 * 4096, &mut [0u8; 512])
+                    .unwrap_err();
+                assert!(err.to_string().contains("SESPARSE"), "{what}: {err}");
+            }
         }
     }
 }
