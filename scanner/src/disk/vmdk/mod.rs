@@ -19,7 +19,8 @@ pub mod sparse_extent;
 pub mod sparse_header;
 pub mod stream_optimized;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::block::{check_bounds, read_vec, BlockSource, SharedSource, Window};
@@ -57,12 +58,19 @@ pub struct PathResolver<'a> {
     image: &'a Path,
     opts: &'a OpenOptions,
     state: &'a mut ChainState,
+    /// Extent files already opened, so a file named by many extents is opened once.
+    opened: HashMap<PathBuf, SharedSource>,
 }
 
 impl FileResolver for PathResolver<'_> {
     fn extent(&mut self, named: &str) -> Result<SharedSource> {
         let path = self.opts.chain.resolve(self.image, named)?;
-        Ok(Arc::new(crate::block::FileSource::open(&path)?))
+        if let Some(file) = self.opened.get(&path) {
+            return Ok(file.clone());
+        }
+        let file: SharedSource = Arc::new(crate::block::FileSource::open(&path)?);
+        self.opened.insert(path, file.clone());
+        Ok(file)
     }
 
     fn parent(&mut self, named: &str) -> Result<OpenedDisk> {
@@ -129,6 +137,7 @@ pub fn open(
         image: path,
         opts,
         state,
+        opened: HashMap::new(),
     };
     open_source(file, &mut resolver)
 }
