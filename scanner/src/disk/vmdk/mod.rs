@@ -50,6 +50,10 @@ pub trait FileResolver {
     fn extent(&mut self, named: &str) -> Result<SharedSource>;
     /// Opens the parent disk `named` by `parentFileNameHint`, with its own chain.
     fn parent(&mut self, named: &str) -> Result<OpenedDisk>;
+    /// Remarks on how names were resolved, for `info`.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Resolves names relative to an image file under the user's [`OpenOptions`] chain policy.
@@ -60,6 +64,7 @@ pub struct PathResolver<'a> {
     state: &'a mut ChainState,
     /// Extent files already opened, so a file named by many extents is opened once.
     opened: HashMap<PathBuf, SharedSource>,
+    notes: Vec<String>,
 }
 
 impl FileResolver for PathResolver<'_> {
@@ -74,8 +79,33 @@ impl FileResolver for PathResolver<'_> {
     }
 
     fn parent(&mut self, named: &str) -> Result<OpenedDisk> {
-        let path = self.opts.chain.resolve(self.image, named)?;
+        let path = match self.opts.chain.resolve(self.image, named) {
+            Ok(path) => path,
+            Err(first) => {
+                // ESXi writes absolute hints (`/vmfs/volumes/<datastore>/<vm>/disk.vmdk`),
+                // Workstation on Windows `C:\VMs\disk.vmdk`: in a copied VM the parent sits beside
+                // the child. Only that file name is tried, under the same policy, and the CID
+                // check below confirms it is the parent.
+                let base = named.rsplit(['/', '\\']).next().unwrap_or("");
+                if base == named || base.is_empty() {
+                    return Err(first);
+                }
+                match self.opts.chain.resolve(self.image, base) {
+                    Ok(path) => {
+                        self.notes.push(format!(
+                            "parent {named:?} not usable ({first}); using {base:?} beside the image"
+                        ));
+                        path
+                    }
+                    Err(_) => return Err(first),
+                }
+            }
+        };
         crate::disk::open_layer(&path, self.opts, self.state)
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 }
 
@@ -138,6 +168,7 @@ pub fn open(
         opts,
         state,
         opened: HashMap::new(),
+        notes: Vec::new(),
     };
     open_source(file, &mut resolver)
 }
@@ -327,6 +358,9 @@ pub fn open_source(file: SharedSource, resolver: &mut dyn FileResolver) -> Resul
         describe(d, &mut details);
         if let Some(hint) = d.parent_hint.as_deref().filter(|h| !h.is_empty()) {
             let p = resolver.parent(hint)?;
+            for note in resolver.take_notes() {
+                details.push(("vmdk.note".into(), note));
+            }
             check_parent_cid(&name, d, &p, &mut details)?;
             chain.extend(p.chain.iter().cloned());
             parent = Some(p.source);

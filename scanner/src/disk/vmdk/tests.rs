@@ -616,3 +616,50 @@ fn sesparse_delta_over_a_flat_parent() {
         }
     }
 }
+
+#[test]
+fn absolute_parent_hints_fall_back_to_the_file_beside_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("base-flat.vmdk"), test_data(8 * 512, 2)).unwrap();
+    std::fs::write(
+        d.join("base.vmdk"),
+        "# Disk DescriptorFile\nCID=0000abcd\nRW 8 VMFS \"base-flat.vmdk\"\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("delta.vmdk"), cowd_image(&[])).unwrap();
+    for hint in [
+        "/vmfs/volumes/datastore1/vm/base.vmdk",
+        "C:\\VMs\\vm\\base.vmdk",
+    ] {
+        let top = d.join("top.vmdk");
+        std::fs::write(
+            &top,
+            format!(
+                "# Disk DescriptorFile\nCID=1\nparentCID=0000abcd\nparentFileNameHint=\"{hint}\"\n\
+                 RW 8 VMFSSPARSE \"delta.vmdk\"\n"
+            ),
+        )
+        .unwrap();
+        let disk = open_path(&top).unwrap_or_else(|e| panic!("{hint}: {e}"));
+        assert_eq!(disk.chain.len(), 2);
+        assert!(disk
+            .details
+            .iter()
+            .any(|(_, v)| v.contains("beside the image")));
+        assert_eq!(
+            read_all(disk.source.as_ref(), 4096),
+            test_data(8 * 512, 2),
+            "{hint}"
+        );
+    }
+    // Nothing beside the image: the original refusal stands.
+    let top = d.join("top2.vmdk");
+    std::fs::write(
+        &top,
+        "# Disk DescriptorFile\nCID=1\nparentCID=2\nparentFileNameHint=\"/etc/passwd\"\n\
+         RW 8 VMFSSPARSE \"delta.vmdk\"\n",
+    )
+    .unwrap();
+    assert!(matches!(open_path(&top), Err(Error::Refused { .. })));
+}
