@@ -423,9 +423,9 @@ pub fn open(url: &str) -> Result<OpenedDisk> {
     let source = NbdSource::connect(url)?;
     let info = source.info().clone();
     let mut details = vec![
-        ("nbd.export".to_string(), source.url.export.clone()),
+        ("export".to_string(), source.url.export.clone()),
         (
-            "nbd.negotiation".to_string(),
+            "negotiation".to_string(),
             if info.negotiated_with_go {
                 "fixed newstyle, NBD_OPT_GO"
             } else {
@@ -433,12 +433,15 @@ pub fn open(url: &str) -> Result<OpenedDisk> {
             }
             .to_string(),
         ),
-        ("nbd.readOnly".to_string(), info.read_only().to_string()),
-        ("nbd.flags".to_string(), format!("{:#06x}", info.flags)),
+        ("read-only".to_string(), info.read_only().to_string()),
+        (
+            "transmission flags".to_string(),
+            format!("{:#06x}", info.flags),
+        ),
     ];
     if info.negotiated_with_go {
         details.push((
-            "nbd.blockSize".to_string(),
+            "block sizes".to_string(),
             format!(
                 "min {} preferred {} max {}",
                 info.min_block, info.preferred_block, info.max_block

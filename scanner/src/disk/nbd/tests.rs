@@ -137,7 +137,7 @@ fn reads_a_qcow2_export_like_the_file_in_parallel() {
     assert!(disk
         .details
         .iter()
-        .any(|(k, v)| k == "nbd.readOnly" && v == "true"));
+        .any(|(k, v)| k == "read-only" && v == "true"));
     assert_eq!(read_all(disk.source.as_ref(), 1 << 20), data);
     // Several threads sharing the source (qemu-nbd serves one connection by default).
     let src = disk.source.clone();

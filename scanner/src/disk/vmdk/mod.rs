@@ -33,7 +33,7 @@ use sparse_header::SECTOR;
 
 /// Key of the `details` entry holding a VMDK's content id (hex), read back from a parent to check
 /// the child's `parentCID`.
-pub const DETAIL_CID: &str = "vmdk.CID";
+pub const DETAIL_CID: &str = "CID";
 
 /// `createType`s whose extents are host devices or partitions: never opened from an image.
 const DEVICE_CREATE_TYPES: &[&str] = &[
@@ -283,13 +283,13 @@ pub fn open_source(file: SharedSource, resolver: &mut dyn FileResolver) -> Resul
         } else {
             None
         };
-        details.push(("vmdk.sparseVersion".into(), h.version.to_string()));
-        details.push(("vmdk.grainSize".into(), h.grain_bytes().to_string()));
+        details.push(("sparse extent version".into(), h.version.to_string()));
+        details.push(("grain size".into(), h.grain_bytes().to_string()));
         if h.compressed() {
-            details.push(("vmdk.compression".into(), "deflate".into()));
+            details.push(("compression".into(), "deflate".into()));
         }
         for note in &info.notes {
-            details.push(("vmdk.note".into(), note.clone()));
+            details.push(("note".into(), note.clone()));
         }
         extents.push(Extent {
             start: 0,
@@ -308,15 +308,15 @@ pub fn open_source(file: SharedSource, resolver: &mut dyn FileResolver) -> Resul
                 ),
             ));
         }
-        details.push(("vmdk.createType".into(), "COWD sparse extent".into()));
+        details.push(("create type".into(), "COWD sparse extent".into()));
         // The parent of an ESX delta is named by its descriptor, not by the extent.
         details.push((
-            "vmdk.note".into(),
+            "note".into(),
             "COWD extent opened without its descriptor: unallocated grains read as zeros, not \
              from a parent"
                 .into(),
         ));
-        details.push(("vmdk.grainSize".into(), sparse.grain_bytes().to_string()));
+        details.push(("grain size".into(), sparse.grain_bytes().to_string()));
         descriptor = None;
         extents.push(Extent {
             start: 0,
@@ -359,7 +359,7 @@ pub fn open_source(file: SharedSource, resolver: &mut dyn FileResolver) -> Resul
         if let Some(hint) = d.parent_hint.as_deref().filter(|h| !h.is_empty()) {
             let p = resolver.parent(hint)?;
             for note in resolver.take_notes() {
-                details.push(("vmdk.note".into(), note));
+                details.push(("note".into(), note));
             }
             check_parent_cid(&name, d, &p, &mut details)?;
             chain.extend(p.chain.iter().cloned());
@@ -466,16 +466,16 @@ fn open_extent(
 /// Adds the descriptor's facts to `details`.
 fn describe(d: &Descriptor, details: &mut Vec<(String, String)>) {
     if let Some(t) = &d.create_type {
-        details.insert(0, ("vmdk.createType".into(), t.clone()));
+        details.insert(0, ("create type".into(), t.clone()));
     }
     if let Some(cid) = d.cid {
         details.push((DETAIL_CID.into(), format!("{cid:08x}")));
     }
     if let Some(p) = d.parent_cid {
-        details.push(("vmdk.parentCID".into(), format!("{p:08x}")));
+        details.push(("parent CID".into(), format!("{p:08x}")));
     }
     if let Some(h) = &d.parent_hint {
-        details.push(("vmdk.parentFileNameHint".into(), h.clone()));
+        details.push(("parent file name hint".into(), h.clone()));
     }
     if !d.extents.is_empty() {
         let lines: Vec<String> = d
@@ -497,12 +497,12 @@ fn describe(d: &Descriptor, details: &mut Vec<(String, String)>) {
                 }
             })
             .collect();
-        details.push(("vmdk.extents".into(), lines.join("; ")));
+        details.push(("extents".into(), lines.join("; ")));
     }
     for (key, label) in [
-        ("ddb.adapterType", "vmdk.adapterType"),
-        ("ddb.virtualHWVersion", "vmdk.virtualHWVersion"),
-        ("ddb.uuid.image", "vmdk.uuid"),
+        ("ddb.adapterType", "adapter type"),
+        ("ddb.virtualHWVersion", "virtual hardware version"),
+        ("ddb.uuid.image", "uuid"),
     ] {
         if let Some(v) = d.ddb.get(key) {
             details.push((label.into(), v.clone()));
@@ -536,7 +536,7 @@ fn check_parent_cid(
         )),
         _ => {
             details.push((
-                "vmdk.note".into(),
+                "note".into(),
                 "parent content id not checked (parent is not a VMDK with a CID)".into(),
             ));
             Ok(())

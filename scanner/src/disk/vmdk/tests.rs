@@ -96,7 +96,7 @@ fn every_qemu_subformat_reads_like_the_raw_disk() {
         assert!(
             disk.details
                 .iter()
-                .any(|(k, v)| k == "vmdk.createType" && v == sub),
+                .any(|(k, v)| k == "create type" && v == sub),
             "{sub}: {:?}",
             disk.details
         );
