@@ -233,15 +233,43 @@ fn go<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<Option<E
             REP_ERR_UNSUP => return Ok(None),
             r if r & REP_FLAG_ERROR != 0 => {
                 let msg = String::from_utf8_lossy(&payload);
-                return Err(Error::NotFound {
-                    object: object.to_string(),
-                    detail: format!("NBD server refused the export (error {r:#x}): {msg}"),
+                let detail = format!(
+                    "NBD server refused export {export:?} ({}): {msg}",
+                    option_error_name(r)
+                );
+                return Err(if r == REP_ERR_TLS_REQD {
+                    Error::unsupported(object, detail)
+                } else {
+                    Error::NotFound {
+                        object: object.to_string(),
+                        detail,
+                    }
                 });
             }
             _ => {} // Unknown non-error replies are ignored, as the protocol asks.
         }
     }
     Err(proto(object, "too many option replies"))
+}
+
+/// Option reply error: TLS is required (not supported by this client).
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
+
+/// The protocol's name for an option reply error.
+fn option_error_name(code: u32) -> String {
+    let name = match code & !REP_FLAG_ERROR {
+        1 => "NBD_REP_ERR_UNSUP",
+        2 => "NBD_REP_ERR_POLICY",
+        3 => "NBD_REP_ERR_INVALID",
+        4 => "NBD_REP_ERR_PLATFORM",
+        5 => "NBD_REP_ERR_TLS_REQD (TLS is not supported)",
+        6 => "NBD_REP_ERR_UNKNOWN (no such export)",
+        7 => "NBD_REP_ERR_SHUTDOWN",
+        8 => "NBD_REP_ERR_BLOCK_SIZE_REQD",
+        9 => "NBD_REP_ERR_TOO_BIG",
+        _ => return format!("error {code:#x}"),
+    };
+    name.to_string()
 }
 
 fn check_block_sizes(min: u32, preferred: u32, max: u32, object: &str) -> Result<(u32, u32, u32)> {
@@ -450,6 +478,7 @@ mod tests {
         };
         let err = handshake(&mut s, "x", "t").unwrap_err();
         assert!(err.to_string().contains("no such export"), "{err}");
+        assert!(err.to_string().contains("NBD_REP_ERR_UNKNOWN"), "{err}");
         // Oversized reply, truncated stream, wrong magic, bad block sizes.
         let mut big = greeting(FLAG_FIXED_NEWSTYLE);
         big.extend(OPTION_REPLY_MAGIC.to_be_bytes());
