@@ -231,9 +231,12 @@ impl BlockSource for VmdkDisk {
             .partition_point(|e| e.start.saturating_add(e.len) <= offset);
         while done < buf.len() {
             let pos = offset + done as u64;
+            // Extents are contiguous from 0 (built so in `open_source`), so `pos` lies in this
+            // one; checked anyway so that a broken invariant is an error, not a panic or a loop.
             let extent = self
                 .extents
                 .get(index)
+                .filter(|e| e.start <= pos && pos < e.start.saturating_add(e.len))
                 .ok_or_else(|| Error::corrupt(&self.name, pos, "no extent covers this offset"))?;
             let within = pos - extent.start;
             let n = (extent.len - within).min((buf.len() - done) as u64) as usize;
