@@ -387,7 +387,7 @@ pub fn cat(args: &CatArgs) -> anyhow::Result<u8> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     match (&args.partition, &args.path) {
         (None, None) => {
-            let disk = coldscan_scanner::disk::open(std::path::Path::new(&args.target), &opts)
+            let disk = coldscan_scanner::disk::open_target(&args.target, &opts)
                 .with_context(|| format!("opening {}", args.target))?;
             let src = disk.source;
             let size = src.size();

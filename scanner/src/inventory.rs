@@ -1,7 +1,7 @@
 //! From a target (image, device, directory) to its volumes and their filesystems: the shared
 //! front half of `ls`, `info`, `cat` and `scan`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::block::{CachedSource, SharedSource, Window};
@@ -74,9 +74,9 @@ pub struct DiskTarget {
     pub volumes: Vec<Volume>,
 }
 
-/// Opens a disk image, block device (or, once supported, an NBD URL) and everything on it.
+/// Opens a disk image, block device or NBD URL and everything on it.
 pub fn open_disk(target: &str, opts: &OpenOptions) -> Result<DiskTarget> {
-    let disk = disk::open(Path::new(target), opts)?;
+    let disk = disk::open_target(target, opts)?;
     let cached: SharedSource = Arc::new(CachedSource::new(disk.source.clone()));
     let table = partition::read_table(cached.as_ref())?;
     let mut volumes = Vec::with_capacity(table.partitions.len());

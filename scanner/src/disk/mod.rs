@@ -13,6 +13,9 @@ use serde::Serialize;
 use crate::block::{BlockSource, FileSource, SharedSource};
 use crate::error::{Error, Result};
 
+pub mod nbd;
+pub mod vmdk;
+
 /// Longest backing/parent chain followed (as crosvm's `MAX_NESTING_DEPTH`).
 pub const MAX_CHAIN_DEPTH: usize = 32;
 
@@ -86,7 +89,11 @@ impl ChainPolicy {
         if named.is_empty() || named.contains('\0') {
             return Err(refuse("empty or invalid name"));
         }
-        let base = image.parent().unwrap_or(Path::new("."));
+        // `Path::new("disk.vmdk").parent()` is `Some("")`, which does not canonicalize.
+        let base = image
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let candidate = if Path::new(named).is_absolute() {
             PathBuf::from(named)
         } else {
@@ -204,9 +211,19 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
     open_layer(path, opts, &mut ChainState::default())
 }
 
+/// Opens a disk target as the user names it: an `nbd://` / `nbd+unix://` URL (an NBD export,
+/// read as the raw virtual disk the server presents) or an image file / block device path.
+pub fn open_target(spec: &str, opts: &OpenOptions) -> Result<OpenedDisk> {
+    if nbd::is_nbd_url(spec) {
+        nbd::open(spec)
+    } else {
+        open(Path::new(spec), opts)
+    }
+}
+
 /// Opens one layer of a chain and, through the format's own code, the layers below it. Formats
 /// open their backing file with `open_layer(&opts.chain.resolve(this, named)?, opts, state)`.
-pub fn open_layer(path: &Path, _opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
+pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
     state.enter(path)?;
     let file: SharedSource = Arc::new(FileSource::open(path)?);
     let format = detect(file.as_ref())?;
@@ -221,6 +238,7 @@ pub fn open_layer(path: &Path, _opts: &OpenOptions, state: &mut ChainState) -> R
             format,
             details: Vec::new(),
         }),
+        DiskFormat::Vmdk => vmdk::open(path, file, opts, state),
         other => Err(Error::unsupported(
             path.display().to_string(),
             format!("{} images are not supported yet", other.as_str()),

@@ -1,0 +1,520 @@
+//! The NBD wire protocol, client side, following the NBD project's protocol description
+//! (`doc/proto.md`): sections "Fixed newstyle negotiation", "Option types" (`NBD_OPT_GO`,
+//! `NBD_OPT_EXPORT_NAME`), "Information types" (`NBD_INFO_EXPORT`, `NBD_INFO_BLOCK_SIZE`),
+//! "Transmission" (request and simple reply messages) and "Request types" (`NBD_CMD_READ`,
+//! `NBD_CMD_DISC`).
+//!
+//! Everything here works on any `Read + Write`, so the parser is tested and fuzzed on bytes. Only
+//! reads and the disconnect request are ever sent: no write, trim or flush command exists here.
+//! Every length the server sends is bounded before anything is allocated.
+
+use std::io::{Read, Write};
+
+use crate::error::{Error, Result};
+
+/// `NBDMAGIC`: first 8 bytes the server sends.
+pub const NBD_MAGIC: u64 = 0x4e42_444d_4147_4943;
+/// `IHAVEOPT`: newstyle negotiation magic (and the prefix of every option request).
+pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+/// Oldstyle negotiation magic (not supported: no export names, obsolete).
+pub const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
+/// Magic of option replies.
+pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+/// Magic of transmission requests.
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+/// Magic of simple replies.
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+/// Magic of structured replies (never negotiated by this client).
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+
+/// Handshake flag: the server supports fixed newstyle negotiation.
+pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+/// Handshake flag: the server can omit the 124 zero bytes after `NBD_OPT_EXPORT_NAME`.
+pub const FLAG_NO_ZEROES: u16 = 1 << 1;
+/// Transmission flag: flags are valid.
+pub const TFLAG_HAS_FLAGS: u16 = 1 << 0;
+/// Transmission flag: the export is read-only.
+pub const TFLAG_READ_ONLY: u16 = 1 << 1;
+/// Transmission flag: several connections see consistent data.
+pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+
+/// Option: select the export and end negotiation (no reply on failure but a closed socket).
+pub const OPT_EXPORT_NAME: u32 = 1;
+/// Option: select the export with replies (information and errors).
+pub const OPT_GO: u32 = 7;
+/// Option reply: done.
+pub const REP_ACK: u32 = 1;
+/// Option reply: information about the export.
+pub const REP_INFO: u32 = 3;
+/// Option reply error bit.
+pub const REP_FLAG_ERROR: u32 = 1 << 31;
+/// Option reply error: the option is not supported.
+pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
+/// Information type: export size and transmission flags.
+pub const INFO_EXPORT: u16 = 0;
+/// Information type: block size constraints.
+pub const INFO_BLOCK_SIZE: u16 = 3;
+/// Command: read.
+pub const CMD_READ: u16 = 0;
+/// Command: disconnect.
+pub const CMD_DISC: u16 = 2;
+
+/// Longest option reply payload accepted (descriptions and messages are short).
+pub const MAX_OPTION_REPLY: u32 = 64 * 1024;
+/// Most option replies accepted for one `NBD_OPT_GO`.
+pub const MAX_OPTION_REPLIES: usize = 64;
+/// Longest export name sent (the protocol's limit is 4096 bytes).
+pub const MAX_EXPORT_NAME: usize = 4096;
+/// Largest minimum block size accepted (the protocol caps it at 64 KiB).
+pub const MAX_MIN_BLOCK: u32 = 64 * 1024;
+
+/// What the server told about the export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Transmission flags (`TFLAG_*`).
+    pub flags: u16,
+    /// Minimum block size: requests are aligned to it.
+    pub min_block: u32,
+    /// Preferred block size.
+    pub preferred_block: u32,
+    /// Largest request payload the server accepts.
+    pub max_block: u32,
+    /// How the export was selected: `NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME`.
+    pub negotiated_with_go: bool,
+}
+
+impl ExportInfo {
+    /// Whether the server marked the export read-only.
+    pub fn read_only(&self) -> bool {
+        self.flags & TFLAG_READ_ONLY != 0
+    }
+}
+
+fn io_err(object: &str, e: std::io::Error) -> Error {
+    Error::io(object, 0, e)
+}
+
+fn proto(object: &str, detail: impl Into<String>) -> Error {
+    Error::corrupt(object, 0, format!("NBD protocol: {}", detail.into()))
+}
+
+fn read_array<const N: usize>(s: &mut impl Read, object: &str) -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    s.read_exact(&mut b).map_err(|e| io_err(object, e))?;
+    Ok(b)
+}
+
+fn read_u16(s: &mut impl Read, object: &str) -> Result<u16> {
+    Ok(u16::from_be_bytes(read_array(s, object)?))
+}
+
+fn read_u32(s: &mut impl Read, object: &str) -> Result<u32> {
+    Ok(u32::from_be_bytes(read_array(s, object)?))
+}
+
+fn read_u64(s: &mut impl Read, object: &str) -> Result<u64> {
+    Ok(u64::from_be_bytes(read_array(s, object)?))
+}
+
+fn send_option(s: &mut impl Write, object: &str, option: u32, data: &[u8]) -> Result<()> {
+    let len = u32::try_from(data.len()).map_err(|_| proto(object, "option too long"))?;
+    let mut msg = Vec::with_capacity(16 + data.len());
+    msg.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    msg.extend_from_slice(&option.to_be_bytes());
+    msg.extend_from_slice(&len.to_be_bytes());
+    msg.extend_from_slice(data);
+    s.write_all(&msg).map_err(|e| io_err(object, e))?;
+    s.flush().map_err(|e| io_err(object, e))
+}
+
+/// Negotiates `export` (fixed newstyle, `NBD_OPT_GO` falling back to `NBD_OPT_EXPORT_NAME`) and
+/// leaves `s` in the transmission phase.
+pub fn handshake<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<ExportInfo> {
+    if export.len() > MAX_EXPORT_NAME {
+        return Err(Error::limit(
+            object,
+            "NBD export name longer than 4096 bytes",
+        ));
+    }
+    if read_u64(s, object)? != NBD_MAGIC {
+        return Err(proto(object, "the server did not send NBDMAGIC"));
+    }
+    match read_u64(s, object)? {
+        IHAVEOPT => {}
+        OLDSTYLE_MAGIC => {
+            return Err(Error::unsupported(
+                object,
+                "NBD oldstyle negotiation (the server must offer newstyle)",
+            ))
+        }
+        _ => return Err(proto(object, "unknown negotiation magic")),
+    }
+    let server_flags = read_u16(s, object)?;
+    let fixed = server_flags & FLAG_FIXED_NEWSTYLE != 0;
+    let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
+    let client_flags = u32::from(server_flags & (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES));
+    s.write_all(&client_flags.to_be_bytes())
+        .map_err(|e| io_err(object, e))?;
+    if fixed {
+        if let Some(info) = go(s, export, object)? {
+            return Ok(info);
+        }
+    }
+    export_name(s, export, no_zeroes, object)
+}
+
+/// `NBD_OPT_GO`; `Ok(None)` if the server does not support it.
+fn go<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<Option<ExportInfo>> {
+    let mut data = Vec::with_capacity(export.len() + 8);
+    // Bounded by MAX_EXPORT_NAME in `handshake`.
+    data.extend_from_slice(&(export.len() as u32).to_be_bytes());
+    data.extend_from_slice(export.as_bytes());
+    data.extend_from_slice(&1u16.to_be_bytes());
+    data.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+    send_option(s, object, OPT_GO, &data)?;
+    let mut size_flags = None;
+    let mut blocks = None;
+    for _ in 0..MAX_OPTION_REPLIES {
+        if read_u64(s, object)? != OPTION_REPLY_MAGIC {
+            return Err(proto(object, "bad option reply magic"));
+        }
+        let option = read_u32(s, object)?;
+        let reply = read_u32(s, object)?;
+        let len = read_u32(s, object)?;
+        if option != OPT_GO {
+            return Err(proto(
+                object,
+                format!("reply to option {option}, not NBD_OPT_GO"),
+            ));
+        }
+        if len > MAX_OPTION_REPLY {
+            return Err(proto(object, format!("option reply of {len} bytes")));
+        }
+        let mut payload = vec![0u8; len as usize];
+        s.read_exact(&mut payload).map_err(|e| io_err(object, e))?;
+        match reply {
+            REP_ACK => {
+                let Some((size, flags)) = size_flags else {
+                    return Err(proto(object, "NBD_OPT_GO acknowledged without export size"));
+                };
+                let (min_block, preferred_block, max_block) = blocks.unwrap_or((1, 4096, u32::MAX));
+                return Ok(Some(ExportInfo {
+                    size,
+                    flags,
+                    min_block,
+                    preferred_block,
+                    max_block,
+                    negotiated_with_go: true,
+                }));
+            }
+            REP_INFO => {
+                let kind = payload.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                match kind {
+                    Some(INFO_EXPORT) if payload.len() == 12 => {
+                        let size = u64::from_be_bytes(payload[2..10].try_into().unwrap_or([0; 8]));
+                        let flags = u16::from_be_bytes([payload[10], payload[11]]);
+                        size_flags = Some((size, flags));
+                    }
+                    Some(INFO_BLOCK_SIZE) if payload.len() == 14 => {
+                        let at = |o: usize| {
+                            u32::from_be_bytes(payload[o..o + 4].try_into().unwrap_or([0; 4]))
+                        };
+                        blocks = Some(check_block_sizes(at(2), at(6), at(10), object)?);
+                    }
+                    Some(INFO_EXPORT) | Some(INFO_BLOCK_SIZE) => {
+                        return Err(proto(object, "information reply of the wrong length"))
+                    }
+                    // Name, description and unknown information are not needed.
+                    _ => {}
+                }
+            }
+            REP_ERR_UNSUP => return Ok(None),
+            r if r & REP_FLAG_ERROR != 0 => {
+                let msg = String::from_utf8_lossy(&payload);
+                let detail = format!(
+                    "NBD server refused export {export:?} ({}): {msg}",
+                    option_error_name(r)
+                );
+                return Err(if r == REP_ERR_TLS_REQD {
+                    Error::unsupported(object, detail)
+                } else {
+                    Error::NotFound {
+                        object: object.to_string(),
+                        detail,
+                    }
+                });
+            }
+            _ => {} // Unknown non-error replies are ignored, as the protocol asks.
+        }
+    }
+    Err(proto(object, "too many option replies"))
+}
+
+/// Option reply error: TLS is required (not supported by this client).
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
+
+/// The protocol's name for an option reply error.
+fn option_error_name(code: u32) -> String {
+    let name = match code & !REP_FLAG_ERROR {
+        1 => "NBD_REP_ERR_UNSUP",
+        2 => "NBD_REP_ERR_POLICY",
+        3 => "NBD_REP_ERR_INVALID",
+        4 => "NBD_REP_ERR_PLATFORM",
+        5 => "NBD_REP_ERR_TLS_REQD (TLS is not supported)",
+        6 => "NBD_REP_ERR_UNKNOWN (no such export)",
+        7 => "NBD_REP_ERR_SHUTDOWN",
+        8 => "NBD_REP_ERR_BLOCK_SIZE_REQD",
+        9 => "NBD_REP_ERR_TOO_BIG",
+        _ => return format!("error {code:#x}"),
+    };
+    name.to_string()
+}
+
+fn check_block_sizes(min: u32, preferred: u32, max: u32, object: &str) -> Result<(u32, u32, u32)> {
+    if min == 0 || !min.is_power_of_two() || min > MAX_MIN_BLOCK {
+        return Err(proto(object, format!("minimum block size {min}")));
+    }
+    if max < min {
+        return Err(proto(
+            object,
+            format!("maximum block size {max} below minimum {min}"),
+        ));
+    }
+    Ok((min, preferred.max(min), max))
+}
+
+/// `NBD_OPT_EXPORT_NAME` (no reply on failure: the server closes the connection).
+fn export_name<S: Read + Write>(
+    s: &mut S,
+    export: &str,
+    no_zeroes: bool,
+    object: &str,
+) -> Result<ExportInfo> {
+    send_option(s, object, OPT_EXPORT_NAME, export.as_bytes())?;
+    let size = read_u64(s, object).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::NotFound {
+                object: object.to_string(),
+                detail: format!("NBD server closed the connection: no export {export:?}?"),
+            }
+        }
+        other => other,
+    })?;
+    let flags = read_u16(s, object)?;
+    if !no_zeroes {
+        let _zeroes: [u8; 124] = read_array(s, object)?;
+    }
+    Ok(ExportInfo {
+        size,
+        flags,
+        min_block: 1,
+        preferred_block: 4096,
+        max_block: u32::MAX,
+        negotiated_with_go: false,
+    })
+}
+
+/// Reads `buf.len()` bytes at `offset` with one `NBD_CMD_READ` and its simple reply.
+///
+/// `Ok(Some(code))` is the server's error reply (an errno value): the request failed but the
+/// connection remains usable. `Err` means the connection is unusable.
+pub fn read_at<S: Read + Write>(
+    s: &mut S,
+    cookie: u64,
+    offset: u64,
+    buf: &mut [u8],
+    object: &str,
+) -> Result<Option<u32>> {
+    let len = u32::try_from(buf.len()).map_err(|_| proto(object, "request too large"))?;
+    send_request(s, CMD_READ, cookie, offset, len, object)?;
+    let magic = read_u32(s, object)?;
+    if magic == STRUCTURED_REPLY_MAGIC {
+        return Err(proto(object, "structured reply that was never negotiated"));
+    }
+    if magic != SIMPLE_REPLY_MAGIC {
+        return Err(proto(object, format!("bad reply magic {magic:#x}")));
+    }
+    let error = read_u32(s, object)?;
+    let got_cookie = read_u64(s, object)?;
+    if got_cookie != cookie {
+        return Err(proto(object, "reply to another request"));
+    }
+    if error != 0 {
+        return Ok(Some(error));
+    }
+    s.read_exact(buf)
+        .map_err(|e| Error::io(object, offset, e))?;
+    Ok(None)
+}
+
+fn send_request<S: Write>(
+    s: &mut S,
+    command: u16,
+    cookie: u64,
+    offset: u64,
+    len: u32,
+    object: &str,
+) -> Result<()> {
+    let mut msg = [0u8; 28];
+    msg[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+    msg[6..8].copy_from_slice(&command.to_be_bytes());
+    msg[8..16].copy_from_slice(&cookie.to_be_bytes());
+    msg[16..24].copy_from_slice(&offset.to_be_bytes());
+    msg[24..28].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&msg).map_err(|e| io_err(object, e))?;
+    s.flush().map_err(|e| io_err(object, e))
+}
+
+/// Sends `NBD_CMD_DISC` (no reply follows).
+pub fn disconnect<S: Write>(s: &mut S, cookie: u64, object: &str) -> Result<()> {
+    send_request(s, CMD_DISC, cookie, 0, 0, object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted server: bytes to return, and what the client wrote.
+    struct Script {
+        input: std::io::Cursor<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn greeting(flags: u16) -> Vec<u8> {
+        let mut v = NBD_MAGIC.to_be_bytes().to_vec();
+        v.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        v.extend_from_slice(&flags.to_be_bytes());
+        v
+    }
+
+    fn option_reply(reply: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = OPTION_REPLY_MAGIC.to_be_bytes().to_vec();
+        v.extend_from_slice(&OPT_GO.to_be_bytes());
+        v.extend_from_slice(&reply.to_be_bytes());
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn go_with_block_sizes_then_a_read() {
+        let mut server = greeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        let mut export = INFO_EXPORT.to_be_bytes().to_vec();
+        export.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        export.extend_from_slice(&(TFLAG_HAS_FLAGS | TFLAG_READ_ONLY).to_be_bytes());
+        server.extend(option_reply(REP_INFO, &export));
+        let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+        for v in [512u32, 4096, 1 << 20] {
+            bs.extend_from_slice(&v.to_be_bytes());
+        }
+        server.extend(option_reply(REP_INFO, &bs));
+        server.extend(option_reply(REP_ACK, &[]));
+        server.extend(SIMPLE_REPLY_MAGIC.to_be_bytes());
+        server.extend(0u32.to_be_bytes());
+        server.extend(7u64.to_be_bytes());
+        server.extend([1, 2, 3, 4]);
+        let mut s = Script {
+            input: std::io::Cursor::new(server),
+            written: Vec::new(),
+        };
+        let info = handshake(&mut s, "disk", "t").unwrap();
+        assert_eq!(info.size, 1 << 20);
+        assert!(info.read_only());
+        assert_eq!(info.min_block, 512);
+        assert_eq!(&s.written[0..4], &3u32.to_be_bytes());
+        let mut buf = [0u8; 4];
+        assert_eq!(read_at(&mut s, 7, 4096, &mut buf, "t").unwrap(), None);
+        assert_eq!(buf, [1, 2, 3, 4]);
+        // The read request: magic, flags 0, CMD_READ, cookie, offset, length.
+        let req = &s.written[s.written.len() - 28..];
+        assert_eq!(&req[0..4], &REQUEST_MAGIC.to_be_bytes());
+        assert_eq!(&req[6..8], &CMD_READ.to_be_bytes());
+        assert_eq!(&req[16..24], &4096u64.to_be_bytes());
+    }
+
+    #[test]
+    fn falls_back_to_export_name_and_reads_the_zero_padding() {
+        let mut server = greeting(FLAG_FIXED_NEWSTYLE);
+        server.extend(option_reply(REP_ERR_UNSUP, &[]));
+        server.extend(12345u64.to_be_bytes());
+        server.extend(TFLAG_HAS_FLAGS.to_be_bytes());
+        server.extend([0u8; 124]);
+        let mut s = Script {
+            input: std::io::Cursor::new(server),
+            written: Vec::new(),
+        };
+        let info = handshake(&mut s, "", "t").unwrap();
+        assert_eq!(info.size, 12345);
+        assert!(!info.negotiated_with_go);
+        assert!(!info.read_only());
+    }
+
+    #[test]
+    fn errors_are_reported_not_panics() {
+        // Unknown export.
+        let mut server = greeting(FLAG_FIXED_NEWSTYLE);
+        server.extend(option_reply(REP_FLAG_ERROR | 6, b"no such export"));
+        let mut s = Script {
+            input: std::io::Cursor::new(server),
+            written: Vec::new(),
+        };
+        let err = handshake(&mut s, "x", "t").unwrap_err();
+        assert!(err.to_string().contains("no such export"), "{err}");
+        assert!(err.to_string().contains("NBD_REP_ERR_UNKNOWN"), "{err}");
+        // Oversized reply, truncated stream, wrong magic, bad block sizes.
+        let mut big = greeting(FLAG_FIXED_NEWSTYLE);
+        big.extend(OPTION_REPLY_MAGIC.to_be_bytes());
+        big.extend(OPT_GO.to_be_bytes());
+        big.extend(REP_INFO.to_be_bytes());
+        big.extend(u32::MAX.to_be_bytes());
+        let mut bad_bs = greeting(FLAG_FIXED_NEWSTYLE);
+        let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+        for v in [3u32, 4096, 1] {
+            bs.extend_from_slice(&v.to_be_bytes());
+        }
+        bad_bs.extend(option_reply(REP_INFO, &bs));
+        for input in [big, bad_bs, greeting(0)[..10].to_vec(), vec![0u8; 64]] {
+            let mut s = Script {
+                input: std::io::Cursor::new(input),
+                written: Vec::new(),
+            };
+            assert!(handshake(&mut s, "", "t").is_err());
+        }
+        // A server error on read.
+        let mut reply = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+        reply.extend(5u32.to_be_bytes());
+        reply.extend(1u64.to_be_bytes());
+        let mut s = Script {
+            input: std::io::Cursor::new(reply),
+            written: Vec::new(),
+        };
+        assert_eq!(read_at(&mut s, 1, 0, &mut [0u8; 8], "t").unwrap(), Some(5));
+        // A reply to another request.
+        let mut reply = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+        reply.extend(0u32.to_be_bytes());
+        reply.extend(2u64.to_be_bytes());
+        let mut s = Script {
+            input: std::io::Cursor::new(reply),
+            written: Vec::new(),
+        };
+        assert!(read_at(&mut s, 1, 0, &mut [0u8; 8], "t").is_err());
+    }
+}
