@@ -340,7 +340,6 @@ impl Scan<'_> {
         let Some(first) = names.first() else {
             return out;
         };
-        let object = format!("{target} partition {partition}: {}", first.path);
         let verdict = contents
             .open_entry(first)
             .and_then(|mut reader| self.engine.scan(reader.as_mut(), &first.path));
@@ -354,7 +353,7 @@ impl Scan<'_> {
                             partition: Some(partition),
                             path: Some(n.path.clone()),
                             reason: e.reason(),
-                            detail: format!("{object}: {e}"),
+                            detail: e.to_string(),
                         },
                     );
                 }
@@ -373,7 +372,7 @@ impl Scan<'_> {
                                 partition: Some(partition),
                                 path: Some(n.path.clone()),
                                 reason: inc.reason,
-                                detail: format!("{object}: {}", inc.detail),
+                                detail: inc.detail.clone(),
                             },
                         );
                     }
