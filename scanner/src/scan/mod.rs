@@ -62,7 +62,7 @@ trait Contents: Sync {
     fn open_entry(&self, entry: &FileEntry) -> Result<Box<dyn FileReader + '_>>;
 }
 
-impl Contents for dyn fs::Filesystem {
+impl Contents for dyn fs::Filesystem + '_ {
     fn open_entry(&self, entry: &FileEntry) -> Result<Box<dyn FileReader + '_>> {
         self.open(entry)
     }
@@ -250,35 +250,39 @@ impl Scan<'_> {
                 );
             }
             let Ok(fsys) = &v.filesystem else { continue };
-            let mut entries = Vec::new();
-            let mut walk_errors = Vec::new();
-            let walked = fsys.walk(&mut |ev| match ev {
-                WalkEvent::Entry(e) => {
-                    if e.kind == EntryKind::File {
-                        entries.push(e);
-                    }
-                }
-                WalkEvent::Error { path, error } => walk_errors.push((Some(path), error)),
-            });
-            if let Err(e) = walked {
-                walk_errors.push((None, e));
-            }
-            for (path, error) in walk_errors {
-                self.note(
-                    &mut findings,
-                    NotScanned {
-                        target: target.to_string(),
-                        partition: Some(index),
-                        path,
-                        reason: error.reason(),
-                        detail: error.to_string(),
-                    },
-                );
-            }
-            let contents: &dyn fs::Filesystem = fsys.as_ref();
-            self.files(target, index, &entries, contents, &mut findings);
+            self.volume(target, index, fsys.as_ref(), &mut findings);
         }
         (report, findings)
+    }
+
+    /// Walks one guest volume and scans its files.
+    fn volume(&self, target: &str, index: u32, fsys: &dyn fs::Filesystem, findings: &mut Findings) {
+        let mut entries = Vec::new();
+        let mut walk_errors = Vec::new();
+        let walked = fsys.walk(&mut |ev| match ev {
+            WalkEvent::Entry(e) => {
+                if e.kind == EntryKind::File {
+                    entries.push(e);
+                }
+            }
+            WalkEvent::Error { path, error } => walk_errors.push((Some(path), error)),
+        });
+        if let Err(e) = walked {
+            walk_errors.push((None, e));
+        }
+        for (path, error) in walk_errors {
+            self.note(
+                findings,
+                NotScanned {
+                    target: target.to_string(),
+                    partition: Some(index),
+                    path,
+                    reason: error.reason(),
+                    detail: error.to_string(),
+                },
+            );
+        }
+        self.files(target, index, &entries, fsys, findings);
     }
 
     /// Scans the regular files of one volume: once per content id, largest first.
@@ -540,5 +544,124 @@ mod tests {
         assert_eq!(r.not_scanned.len(), 1);
         assert!(r.not_scanned[0].partition.is_none());
         assert!(has_unscanned_volumes(&r));
+    }
+
+    /// A guest filesystem stand-in: hard links, an ADS, an unreadable entry, a walk error and a
+    /// file whose reads fail.
+    #[derive(Debug)]
+    struct MockFs {
+        files: Vec<(FileEntry, Vec<u8>)>,
+    }
+
+    fn entry(path: &str, node: u64, size: u64) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            stream: None,
+            kind: EntryKind::File,
+            size,
+            id: FileId { node, stream: 0 },
+            unreadable: None,
+        }
+    }
+
+    impl fs::Filesystem for MockFs {
+        fn kind(&self) -> fs::FsKind {
+            fs::FsKind::Ntfs
+        }
+        fn walk(&self, visit: &mut dyn FnMut(WalkEvent)) -> Result<()> {
+            visit(WalkEvent::Entry(FileEntry {
+                kind: EntryKind::Dir,
+                ..entry("/dir", 5, 0)
+            }));
+            for (e, _) in &self.files {
+                visit(WalkEvent::Entry(e.clone()));
+            }
+            visit(WalkEvent::Error {
+                path: "/broken".into(),
+                error: Error::corrupt("mock volume", 0x1000, "bad index block"),
+            });
+            Ok(())
+        }
+        fn open(&self, e: &FileEntry) -> Result<Box<dyn FileReader + '_>> {
+            let (_, data) = self
+                .files
+                .iter()
+                .find(|(f, _)| f.id == e.id)
+                .ok_or_else(|| Error::corrupt("mock", 0, "no such id"))?;
+            let mut r = crate::engine::clamav::tests::MemReader::new(data.clone());
+            if e.path == "/failing" {
+                r.fail_at = Some(10);
+            }
+            Ok(Box::new(r))
+        }
+    }
+
+    #[test]
+    fn guest_volume_accounting() {
+        let eicar = eicar();
+        let n = eicar.len() as u64;
+        let mut ads = entry("/doc.txt:hidden", 7, n);
+        ads.stream = Some("hidden".into());
+        ads.id.stream = 1;
+        let mut compressed = entry("/compact.dll", 8, 100);
+        compressed.unreadable = Some(fs::Unreadable {
+            reason: Reason::UnsupportedCompression,
+            detail: "CompactOS XPRESS16K".into(),
+        });
+        let fsys = MockFs {
+            files: vec![
+                (entry("/a/eicar.com", 6, n), eicar.clone()),
+                (entry("/b/same-inode.com", 6, n), eicar.clone()),
+                (entry("/doc.txt", 7, 5), b"hello".to_vec()),
+                (ads, eicar.clone()),
+                (compressed, Vec::new()),
+                (entry("/failing", 9, 1000), vec![0; 1000]),
+                (entry("/empty", 10, 0), Vec::new()),
+            ],
+        };
+        let e = engine(Limits::default());
+        let scan = Scan {
+            engine: &e,
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap(),
+            observer: &NoProgress,
+        };
+        let mut f = Findings::default();
+        scan.volume("disk.img", 2, &fsys, &mut f);
+        f.detections.sort();
+        f.not_scanned.sort();
+        let found: Vec<(&str, Option<&str>)> = f
+            .detections
+            .iter()
+            .map(|d| (d.path.as_str(), d.stream.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("/a/eicar.com", None),
+                ("/b/same-inode.com", None),
+                ("/doc.txt:hidden", Some("hidden")),
+            ]
+        );
+        assert!(f.detections.iter().all(|d| d.partition == 2));
+        let ns: Vec<(&str, Reason)> = f
+            .not_scanned
+            .iter()
+            .map(|n| (n.path.as_deref().unwrap(), n.reason))
+            .collect();
+        assert_eq!(
+            ns,
+            vec![
+                ("/broken", Reason::Corrupt),
+                ("/compact.dll", Reason::UnsupportedCompression),
+                ("/failing", Reason::IoError),
+            ]
+        );
+        // Scanned completely: both names of inode 6, /doc.txt, its stream, /empty.
+        assert_eq!(f.files, 5);
+        // Content bytes once per id: eicar (inode 6) + 5 + eicar (stream) + 0.
+        assert_eq!(f.bytes, 2 * n + 5);
     }
 }
