@@ -553,6 +553,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn corrupt_cvd_is_an_error_and_versions_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut head = b"ClamAV-VDB:24 Nov 2026 02-00 +0000:27042:100:90:x:y:builder:1".to_vec();
+        head.resize(512, b' ');
+        assert_eq!(
+            cvd_version(&write(dir.path(), "daily.cvd", &head)),
+            Some(27042)
+        );
+        assert_eq!(cvd_version(&write(dir.path(), "x.ndb", &head)), None);
+        assert_eq!(
+            cvd_version(&write(dir.path(), "short.cld", b"ClamAV-VDB:1:2")),
+            None
+        );
+        // A truncated .cvd (header, no signed archive) is refused with libclamav's reason.
+        let only = tempfile::tempdir().unwrap();
+        let cvd = write(only.path(), "main.cvd", &head);
+        let err = ClamAvEngine::load(&[cvd], Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), Reason::EngineError);
+        assert!(err.to_string().contains("main.cvd"), "{err}");
+    }
+
+    fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    #[test]
     fn engine_is_shared_across_threads() {
         let e = std::sync::Arc::new(engine(Limits::default()));
         let handles: Vec<_> = (0..4)
