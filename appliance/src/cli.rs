@@ -71,6 +71,16 @@ pub struct ScanArgs {
     /// (`too-large`). Default 1G; libclamav cannot scan files of 2 GiB or more.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_filesize: Option<u64>,
+    /// Most data scanned per file including everything extracted from it (`4G` by default);
+    /// beyond it the file is reported as not scanned (`too-large`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_scansize: Option<u64>,
+    /// Deepest archive nesting followed (default 17); deeper content is reported (`limit`).
+    #[arg(long, value_name = "N")]
+    pub max_recursion: Option<u32>,
+    /// Most members scanned per archive (default 10000); the rest is reported (`limit`).
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<u32>,
     /// Exit 0 rather than 2 when some files could not be scanned completely (too large,
     /// encrypted, limits, unreadable) and nothing was found. Targets or volumes that could not
     /// be read at all still exit 2.

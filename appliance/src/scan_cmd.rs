@@ -124,6 +124,15 @@ pub fn scan(args: &ScanArgs) -> anyhow::Result<u8> {
     if let Some(max) = args.max_filesize {
         limits.max_file_size = max;
     }
+    if let Some(max) = args.max_scansize {
+        limits.max_scan_size = max;
+    }
+    if let Some(max) = args.max_recursion {
+        limits.max_recursion = max;
+    }
+    if let Some(max) = args.max_files {
+        limits.max_files = max;
+    }
     let load_clock = std::time::Instant::now();
     let engine = ClamAvEngine::load(&dbs, limits).context("loading signatures")?;
     let load_seconds = load_clock.elapsed().as_secs_f64();
