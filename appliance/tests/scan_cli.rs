@@ -139,7 +139,7 @@ fn finds_every_testfile_like_clamscan() {
 }
 
 #[test]
-fn finds_eicar_deeper_than_clamscan_descends() {
+fn finds_eicar_deeper_and_later_than_clamscan_looks() {
     let tmp = tempfile::tempdir().unwrap();
     let db = test_db(tmp.path());
     let root = tmp.path().join("tree");
@@ -150,12 +150,21 @@ fn finds_eicar_deeper_than_clamscan_descends() {
     std::fs::create_dir_all(&dir).unwrap();
     let deep = dir.join("deep.com");
     std::fs::write(&deep, testdb::eicar()).unwrap();
+    // Over clamscan's silent 100 MB cut-off, EICAR at the very end (sparse, cheap to make).
+    let big = root.join("big.img");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.seek(SeekFrom::Start(101 << 20)).unwrap();
+        f.write_all(&testdb::eicar()).unwrap();
+    }
     let (code, report, _) = scan_json(&db, &[], &root);
     assert_eq!(code, 1);
     assert_eq!(
         detected_paths(&report),
-        BTreeSet::from([deep.display().to_string()])
+        BTreeSet::from([deep.display().to_string(), big.display().to_string()])
     );
+    assert!(report["not_scanned"].as_array().unwrap().is_empty());
 }
 
 #[test]
