@@ -53,6 +53,12 @@ impl Printer {
 }
 
 impl ScanObserver for Printer {
+    fn walking(&self, target: &str, partition: u32) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{target} partition {partition}"));
+        }
+    }
+
     fn enumerated(&self, _files: u64, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.inc_length(bytes);
@@ -146,10 +152,11 @@ pub fn scan(args: &ScanArgs) -> anyhow::Result<u8> {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+                "{spinner} [{elapsed_precise}] {msg} {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
     let printer = Printer {

@@ -42,6 +42,8 @@ pub struct ScanOptions {
 
 /// Receives progress while a scan runs (from scan threads: implementations must be `Sync`).
 pub trait ScanObserver: Sync {
+    /// Enumeration of a volume (or host directory) starts.
+    fn walking(&self, _target: &str, _partition: u32) {}
     /// A volume was enumerated: `files` more files of `bytes` total will be scanned.
     fn enumerated(&self, _files: u64, _bytes: u64) {}
     /// One content was finished (scanned or not), `bytes` of its size.
@@ -161,6 +163,7 @@ impl Scan<'_> {
             size: 0,
             partitions: Vec::new(),
         };
+        self.observer.walking(target, 0);
         let (tree, walk) = host::HostTree::walk(&root);
         for (path, error) in walk.errors {
             self.note(
@@ -257,6 +260,7 @@ impl Scan<'_> {
 
     /// Walks one guest volume and scans its files.
     fn volume(&self, target: &str, index: u32, fsys: &dyn fs::Filesystem, findings: &mut Findings) {
+        self.observer.walking(target, index);
         let mut entries = Vec::new();
         let mut walk_errors = Vec::new();
         let walked = fsys.walk(&mut |ev| match ev {
