@@ -486,3 +486,58 @@ fn ext4_partition_parity_with_clamscan() {
     assert_eq!(report["targets"][0]["partitions"][0]["fs"], "ext4");
     schema_check(&report);
 }
+
+#[test]
+fn archive_member_and_scan_size_limits_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = test_db(tmp.path());
+    let work = tmp.path().join("work");
+    let root = tmp.path().join("tree");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let mut names = Vec::new();
+    for i in 0..5u8 {
+        // Incompressible-ish distinct members so that libclamav scans each.
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
+            .collect();
+        let name = format!("m{i}.bin");
+        std::fs::write(work.join(&name), data).unwrap();
+        names.push(name);
+    }
+    let status = Command::new("zip")
+        .current_dir(&work)
+        .args(["-q", "-0", "members.zip"])
+        .args(&names)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::rename(work.join("members.zip"), root.join("members.zip")).unwrap();
+
+    let reasons = |extra: &[&str]| -> Vec<String> {
+        let (code, report, stderr) = scan_json(&db, extra, &root);
+        assert_eq!(code, 2, "{stderr}");
+        report["not_scanned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| format!("{} {}", n["reason"].as_str().unwrap(), n["detail"]))
+            .collect()
+    };
+    let r = reasons(&["--max-files", "2"]);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        r[0].starts_with("limit ") && r[0].contains("MaxFiles"),
+        "{r:?}"
+    );
+    let r = reasons(&["--max-scansize", "300K"]);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        r[0].starts_with("too-large ") && r[0].contains("MaxScanSize"),
+        "{r:?}"
+    );
+    // Within the defaults everything is scanned.
+    let (code, report, _) = scan_json(&db, &[], &root);
+    assert_eq!(code, 0);
+    assert_eq!(report["stats"]["files"], 1);
+}

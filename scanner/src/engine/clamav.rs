@@ -159,7 +159,6 @@ impl ClamAvBuilder {
         }
         let mut limits = self.limits;
         limits.max_file_size = limits.max_file_size.min(MAX_FILE_SIZE_CAP);
-        limits.max_scan_size = limits.max_scan_size.max(limits.max_file_size);
         let h = &mut self.handle;
         h.set_num(ffi::Field::MaxFileSize, to_i64(limits.max_file_size))?;
         h.set_num(ffi::Field::MaxScanSize, to_i64(limits.max_scan_size))?;
