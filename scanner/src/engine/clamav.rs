@@ -405,6 +405,8 @@ pub(crate) mod tests {
         pub data: Vec<u8>,
         pub fail_at: Option<u64>,
         pub size_override: Option<u64>,
+        /// Return at most this many bytes per read (short reads are legal).
+        pub max_read: usize,
     }
 
     impl MemReader {
@@ -413,6 +415,7 @@ pub(crate) mod tests {
                 data,
                 fail_at: None,
                 size_override: None,
+                max_read: usize::MAX,
             }
         }
     }
@@ -437,7 +440,7 @@ pub(crate) mod tests {
             let Some(src) = self.data.get(off..) else {
                 return Ok(0);
             };
-            let n = src.len().min(buf.len());
+            let n = src.len().min(buf.len()).min(self.max_read);
             buf[..n].copy_from_slice(&src[..n]);
             Ok(n)
         }
@@ -460,6 +463,19 @@ pub(crate) mod tests {
         let v = e.scan(&mut MemReader::new(data), "x").unwrap();
         assert_eq!(v.signatures, vec!["Test.EICAR.UNOFFICIAL".to_string()]);
         assert!(v.incomplete.is_empty());
+    }
+
+    #[test]
+    fn short_reads_are_completed() {
+        let e = engine(Limits::default());
+        let mut data = vec![0x90u8; 50_001];
+        data.extend(eicar());
+        data.extend(vec![0x90u8; 50_003]);
+        let mut r = MemReader::new(data);
+        r.max_read = 7;
+        let v = e.scan(&mut r, "short-reads").unwrap();
+        assert_eq!(v.signatures, vec!["Test.EICAR.UNOFFICIAL".to_string()]);
+        assert!(v.incomplete.is_empty(), "{v:?}");
     }
 
     #[test]
