@@ -541,3 +541,18 @@ fn archive_member_and_scan_size_limits_are_reported() {
     assert_eq!(code, 0);
     assert_eq!(report["stats"]["files"], 1);
 }
+
+#[test]
+fn without_db_and_system_databases_the_error_says_give_db() {
+    if coldscan_scanner::engine::clamav::system_db_dir().is_some() {
+        eprintln!("system ClamAV databases are installed: the default is used, nothing to check");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(coldscan().arg("scan").arg(tmp.path()));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no signature database: give --db"),
+        "{stderr}"
+    );
+}
