@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use coldscan_scanner::disk::{ChainPolicy, OpenOptions};
 
-use crate::inventory_cmd;
+use crate::{inventory_cmd, scan_cmd};
 
 /// Offline malware scanner for virtual machine disks.
 #[derive(Debug, Parser)]
@@ -41,6 +41,9 @@ impl DiskArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Scan every file of every volume of the targets (disk images, devices, host directories)
+    /// for malware with libclamav.
+    Scan(ScanArgs),
     /// List every file, directory, link and stream of every volume of the targets.
     Ls(LsArgs),
     /// Describe the targets: format, chain, partition table, volumes and filesystems.
@@ -48,6 +51,69 @@ enum Command {
     /// Write the content of one file (or, without PARTITION and PATH, the whole virtual disk) to
     /// standard output.
     Cat(CatArgs),
+}
+
+/// Arguments of `coldscan scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Signature database directory or file (`.cvd .cld .hdb .ndb .ldb .yar` ...), repeatable.
+    /// Default: the system's ClamAV database directory, if it holds databases.
+    #[arg(long = "db", value_name = "DIR")]
+    pub db: Vec<PathBuf>,
+    /// Scan threads (default: all cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write the JSON report to FILE, or to standard output with `-` (the human output then goes
+    /// to standard error).
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<String>,
+    /// Largest file scanned (`100M`, `2G`, or bytes); larger files are reported as not scanned
+    /// (`too-large`). Default 1G; libclamav cannot scan files of 2 GiB or more.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_filesize: Option<u64>,
+    /// Most data scanned per file including everything extracted from it (`4G` by default);
+    /// beyond it the file is reported as not scanned (`too-large`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_scansize: Option<u64>,
+    /// Deepest archive nesting followed (default 17); deeper content is reported (`limit`).
+    #[arg(long, value_name = "N")]
+    pub max_recursion: Option<u32>,
+    /// Most members scanned per archive (default 10000); the rest is reported (`limit`).
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<u32>,
+    /// Exit 0 rather than 2 when some files could not be scanned completely (too large,
+    /// encrypted, limits, unreadable) and nothing was found. Targets or volumes that could not
+    /// be read at all still exit 2.
+    #[arg(long)]
+    pub allow_partial: bool,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+    /// Disk images, block devices, or host directories.
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+}
+
+/// Parses `123`, `100K`, `100M`, `2G`, `1T` (binary multiples, as clamscan does).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size unit {c:?} (use K, M, G or T)")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 100M, 2G)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// `ls` output formats.
@@ -115,9 +181,28 @@ impl Cli {
     /// Runs the chosen command and returns the process exit code.
     pub fn run(self) -> anyhow::Result<u8> {
         match self.command {
+            Command::Scan(args) => scan_cmd::scan(&args),
             Command::Ls(args) => inventory_cmd::ls(&args),
             Command::Info(args) => inventory_cmd::info(&args),
             Command::Cat(args) => inventory_cmd::cat(&args),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1k"), Ok(1024));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("-1").is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod inventory_cmd;
+mod scan_cmd;
 
 use std::process::ExitCode;
 

@@ -3,15 +3,18 @@
 //!
 //! The layers, each a module: [`block`] (the [`block::BlockSource`] read interface), [`disk`]
 //! (image formats and chains), [`partition`] (GPT/MBR), [`fs`] (ext2/3/4, NTFS, FAT),
-//! [`inventory`] (target -> volumes), [`report`] (the JSON report).
+//! [`inventory`] (target -> volumes), [`engine`] (libclamav), [`scan`] (the parallel scan of
+//! targets), [`report`] (the JSON report).
 #![deny(unsafe_code)]
 
 pub mod block;
 pub mod disk;
+pub mod engine;
 pub mod error;
 pub mod fs;
 pub mod inventory;
 pub mod partition;
 pub mod report;
+pub mod scan;
 
 pub use error::{Error, Reason, Result};

@@ -1,0 +1,615 @@
+//! libclamav as a [`ScanEngine`]: load databases, compile once, scan from many threads.
+//!
+//! Follows libclamav 1.x's public API (`clamav.h`; "libclamav" chapter of the ClamAV manual).
+//! The unsafe calls are in [`ffi`]; this module holds the policy:
+//!
+//! - **Scan options**: every parser on (archives, PE, ELF, PDF, OLE2, mail, HTML...) as clamscan
+//!   does, heuristic alerts on, and all matches collected (`CL_SCAN_GENERAL_ALLMATCHES`), which
+//!   costs nothing on clean files and reports every signature of an infected one.
+//! - **Nothing is silently clean**: libclamav skips content over its limits without a word unless
+//!   `CL_SCAN_HEURISTIC_EXCEEDS_MAX` is set, and scans encrypted archives/documents as opaque
+//!   bytes unless the `ENCRYPTED_*` heuristics are set. We set them, and turn their alerts
+//!   (`Heuristics.Limits.Exceeded.*`, `Heuristics.Encrypted.*`) into
+//!   [`Incomplete`] entries (`too-large`, `limit`, `encrypted`), never into detections.
+//! - **Empty files** are scanned too (through an empty memory map, because
+//!   `cl_fmap_open_handle` refuses length 0): libclamav returns clean for empty input before any
+//!   matcher runs, and hash databases cannot even hold a size-0 signature (`cli_loadhash`
+//!   refuses it), so clean is libclamav's verdict, not an assumption of ours.
+
+pub mod ffi;
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::{Incomplete, ScanEngine, Verdict};
+use crate::error::{Error, Reason, Result};
+use crate::fs::FileReader;
+use crate::report::EngineInfo;
+
+/// libclamav cannot map files of 2 GiB or more (`cl_engine_set_num` clamps `MaxFileSize` to
+/// `INT_MAX - 2`); larger values are clamped to this.
+pub const MAX_FILE_SIZE_CAP: u64 = i32::MAX as u64 - 2;
+
+/// Scan limits. Content beyond any of them is reported as not (fully) scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file (and largest archive member) scanned, in bytes. Default 1 GiB (clamscan: 100
+    /// MB, skipped silently); at most [`MAX_FILE_SIZE_CAP`].
+    pub max_file_size: u64,
+    /// Most data scanned per file including everything extracted from it, in bytes. Default
+    /// 4 GiB (clamscan: 400 MB).
+    pub max_scan_size: u64,
+    /// Deepest archive nesting followed. Default 17 (libclamav's default).
+    pub max_recursion: u32,
+    /// Most members scanned per archive. Default 10,000 (libclamav's default).
+    pub max_files: u32,
+    /// Longest time spent on one file, in milliseconds. Default 600,000 (10 minutes; libclamav's
+    /// default is 2 minutes, too short for a 1 GiB file on a busy host).
+    pub max_scan_time_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_size: 1 << 30,
+            max_scan_size: 4 << 30,
+            max_recursion: 17,
+            max_files: 10_000,
+            max_scan_time_ms: 600_000,
+        }
+    }
+}
+
+/// A database file or directory that was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseInfo {
+    /// The path given.
+    pub path: PathBuf,
+    /// Signatures it added.
+    pub signatures: u64,
+    /// Versions of the `.cvd`/`.cld` files in it (`daily.cvd` -> 27000), from their headers.
+    pub versions: Vec<(String, u32)>,
+}
+
+/// Loads databases, then compiles into a [`ClamAvEngine`].
+#[derive(Debug)]
+pub struct ClamAvBuilder {
+    handle: ffi::EngineHandle,
+    limits: Limits,
+    databases: Vec<DatabaseInfo>,
+}
+
+impl ClamAvBuilder {
+    /// A new engine with `limits` (applied at compile time).
+    pub fn new(limits: Limits) -> Result<Self> {
+        Ok(ClamAvBuilder {
+            handle: ffi::EngineHandle::new()?,
+            limits,
+            databases: Vec::new(),
+        })
+    }
+
+    /// Loads a database file (`.cvd .cld .cud .hdb .hsb .mdb .ndb .ldb .yar` ...) or every
+    /// database in a directory.
+    pub fn load(&mut self, path: &Path) -> Result<DatabaseInfo> {
+        let object = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| Error::Engine {
+            object: object.clone(),
+            detail: format!("cannot open signature database: {e}"),
+        })?;
+        if meta.is_dir() {
+            let any = std::fs::read_dir(path)
+                .map_err(|e| Error::Engine {
+                    object: object.clone(),
+                    detail: format!("cannot read signature directory: {e}"),
+                })?
+                .filter_map(|e| e.ok())
+                .any(|e| is_database_name(&e.path()));
+            if !any {
+                return Err(Error::Engine {
+                    object,
+                    detail: "no signatures: no database files (.cvd .cld .hdb .ndb ...) in this directory".into(),
+                });
+            }
+        }
+        let signatures = u64::from(self.handle.load(path)?);
+        if signatures == 0 {
+            return Err(Error::Engine {
+                object,
+                detail: if meta.is_dir() {
+                    "no signatures in this directory (no .cvd/.cld/.hdb/.ndb/... files)".into()
+                } else {
+                    "no signatures in this file".into()
+                },
+            });
+        }
+        let versions = if meta.is_dir() {
+            let mut v: Vec<(String, u32)> = std::fs::read_dir(path)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            let p = e.path();
+                            cvd_version(&p).map(|ver| (file_name(&p), ver))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        } else {
+            cvd_version(path)
+                .map(|ver| vec![(file_name(path), ver)])
+                .unwrap_or_default()
+        };
+        let info = DatabaseInfo {
+            path: path.to_path_buf(),
+            signatures,
+            versions,
+        };
+        self.databases.push(info.clone());
+        Ok(info)
+    }
+
+    /// Applies the limits and compiles the signatures.
+    pub fn compile(mut self) -> Result<ClamAvEngine> {
+        if self.databases.is_empty() {
+            return Err(Error::Engine {
+                object: "libclamav".into(),
+                detail: "no signature database loaded".into(),
+            });
+        }
+        let mut limits = self.limits;
+        limits.max_file_size = limits.max_file_size.min(MAX_FILE_SIZE_CAP);
+        let h = &mut self.handle;
+        h.set_num(ffi::Field::MaxFileSize, to_i64(limits.max_file_size))?;
+        h.set_num(ffi::Field::MaxScanSize, to_i64(limits.max_scan_size))?;
+        h.set_num(ffi::Field::MaxRecursion, i64::from(limits.max_recursion))?;
+        h.set_num(ffi::Field::MaxFiles, i64::from(limits.max_files))?;
+        h.set_num(ffi::Field::MaxScanTime, i64::from(limits.max_scan_time_ms))?;
+        self.handle.compile()?;
+        // libclamav may clamp what we asked for: report and enforce what it really uses.
+        if let Some(v) = self.handle.get_num(ffi::Field::MaxFileSize) {
+            if let Ok(v) = u64::try_from(v) {
+                if v > 0 {
+                    limits.max_file_size = limits.max_file_size.min(v);
+                }
+            }
+        }
+        Ok(ClamAvEngine {
+            handle: self.handle,
+            limits,
+            databases: self.databases,
+            version: ffi::version(),
+        })
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Version from a `.cvd`/`.cld` header (`ClamAV-VDB:build time:version:signatures:...`, the first
+/// 512 bytes of the file).
+fn cvd_version(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    if ext != "cvd" && ext != "cld" {
+        return None;
+    }
+    let mut head = [0u8; 512];
+    let mut f = std::fs::File::open(path).ok()?;
+    f.read_exact(&mut head).ok()?;
+    let text = std::str::from_utf8(&head).ok()?;
+    let mut fields = text.split(':');
+    if fields.next()? != "ClamAV-VDB" {
+        return None;
+    }
+    fields.nth(1)?.trim().parse().ok()
+}
+
+/// The libclamav system database directory, if it holds at least one database file.
+pub fn system_db_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(ffi::default_db_dir());
+    let has_db = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .any(|e| is_database_name(&e.path()));
+    has_db.then_some(dir)
+}
+
+/// Whether `p` has the extension of a database libclamav loads.
+pub fn is_database_name(p: &Path) -> bool {
+    const EXTS: &[&str] = &[
+        "cvd", "cld", "cud", "hdb", "hsb", "hdu", "hsu", "mdb", "msb", "mdu", "msu", "ndb", "ndu",
+        "ldb", "ldu", "idb", "cdb", "crb", "cat", "fp", "sfp", "ign", "ign2", "ftm", "pdb", "gdb",
+        "wdb", "cbc", "info", "yar", "yara", "pwdb", "imp",
+    ];
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// What a name reported by libclamav means for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alert {
+    /// A detection.
+    Detection(String),
+    /// Not scanned (completely), with the report reason.
+    NotScanned(Reason),
+}
+
+/// Classifies a libclamav alert name: limit and encryption heuristics are not detections.
+pub fn classify(name: &str) -> Alert {
+    const LIMITS: &str = "Heuristics.Limits.Exceeded.";
+    if let Some(which) = name.strip_prefix(LIMITS) {
+        return Alert::NotScanned(match which {
+            "MaxFileSize" | "MaxScanSize" => Reason::TooLarge,
+            _ => Reason::Limit,
+        });
+    }
+    if name.starts_with("Heuristics.Encrypted.") {
+        return Alert::NotScanned(Reason::Encrypted);
+    }
+    Alert::Detection(name.to_string())
+}
+
+/// A compiled libclamav engine, shared by all scan threads.
+#[derive(Debug)]
+pub struct ClamAvEngine {
+    handle: ffi::EngineHandle,
+    limits: Limits,
+    databases: Vec<DatabaseInfo>,
+    version: String,
+}
+
+impl ClamAvEngine {
+    /// Loads every path in `databases` and compiles.
+    pub fn load(databases: &[PathBuf], limits: Limits) -> Result<Self> {
+        let mut b = ClamAvBuilder::new(limits)?;
+        for d in databases {
+            b.load(d)?;
+        }
+        b.compile()
+    }
+
+    /// libclamav's version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Total signatures loaded.
+    pub fn signatures(&self) -> u64 {
+        self.databases.iter().map(|d| d.signatures).sum()
+    }
+
+    /// The databases loaded, with their versions.
+    pub fn databases(&self) -> &[DatabaseInfo] {
+        &self.databases
+    }
+
+    /// The limits in force (after libclamav's own clamping).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn scan_bits() -> ffi::ScanBits {
+        use ffi::bits::*;
+        ffi::ScanBits {
+            general: GENERAL_ALLMATCHES | GENERAL_HEURISTICS,
+            parse: PARSE_ALL,
+            heuristic: HEURISTIC_EXCEEDS_MAX
+                | HEURISTIC_ENCRYPTED_ARCHIVE
+                | HEURISTIC_ENCRYPTED_DOC,
+        }
+    }
+}
+
+impl ScanEngine for ClamAvEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            name: "clamav".into(),
+            version: self.version.clone(),
+            signatures: self.signatures(),
+        }
+    }
+
+    fn max_file_size(&self) -> u64 {
+        self.limits.max_file_size
+    }
+
+    fn scan(&self, reader: &mut dyn FileReader, name: &str) -> Result<Verdict> {
+        let size = reader.size();
+        if size > self.limits.max_file_size {
+            return Ok(Verdict {
+                signatures: Vec::new(),
+                incomplete: vec![Incomplete {
+                    reason: Reason::TooLarge,
+                    detail: format!(
+                        "{size} bytes is over the maximum file size of {} bytes",
+                        self.limits.max_file_size
+                    ),
+                }],
+            });
+        }
+        let raw = self.handle.scan(reader, size, name, Self::scan_bits())?;
+        let mut verdict = Verdict::default();
+        for n in raw.names {
+            match classify(&n) {
+                Alert::Detection(sig) => verdict.signatures.push(sig),
+                Alert::NotScanned(reason) => {
+                    verdict.incomplete.push(Incomplete { reason, detail: n })
+                }
+            }
+        }
+        if let Some(e) = raw.read_error {
+            verdict.incomplete.push(Incomplete {
+                reason: e.reason(),
+                detail: e.to_string(),
+            });
+        } else if let Some(at) = raw.short_read_at {
+            verdict.incomplete.push(Incomplete {
+                reason: Reason::Corrupt,
+                detail: format!("{name}: content ends at byte {at} of {size}"),
+            });
+        }
+        if let Some(e) = raw.engine_error {
+            // A read error makes libclamav fail with its own (less precise) error: keep ours.
+            if verdict.incomplete.is_empty() {
+                verdict.incomplete.push(Incomplete {
+                    reason: Reason::EngineError,
+                    detail: format!("libclamav: {e}"),
+                });
+            }
+        }
+        Ok(verdict)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The EICAR test string, assembled at run time so that this source file does not contain it.
+    pub(crate) fn eicar() -> Vec<u8> {
+        let parts = [
+            "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+            "EICAR-STANDARD-",
+            "ANTIVIRUS-TEST-",
+            "FILE!$H+H*",
+        ];
+        parts.concat().into_bytes()
+    }
+
+    /// Writes a database detecting EICAR (`.ndb` body signature) and clam.exe (`.hsb` sha256).
+    pub(crate) fn write_db(dir: &Path) {
+        let hex: String = eicar().iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(dir.join("eicar.ndb"), format!("Test.EICAR:0:*:{hex}\n")).unwrap();
+        let clam = std::fs::read("/usr/share/clamav-testfiles/clam.exe").unwrap();
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(&clam));
+        std::fs::write(
+            dir.join("clam.hsb"),
+            format!("{h}:{}:clam.exe\n", clam.len()),
+        )
+        .unwrap();
+    }
+
+    /// A [`FileReader`] over bytes, optionally failing past a byte offset.
+    #[derive(Debug)]
+    pub(crate) struct MemReader {
+        pub data: Vec<u8>,
+        pub fail_at: Option<u64>,
+        pub size_override: Option<u64>,
+        /// Return at most this many bytes per read (short reads are legal).
+        pub max_read: usize,
+    }
+
+    impl MemReader {
+        pub(crate) fn new(data: Vec<u8>) -> Self {
+            MemReader {
+                data,
+                fail_at: None,
+                size_override: None,
+                max_read: usize::MAX,
+            }
+        }
+    }
+
+    impl FileReader for MemReader {
+        fn size(&self) -> u64 {
+            self.size_override.unwrap_or(self.data.len() as u64)
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+            if let Some(f) = self.fail_at {
+                if offset + buf.len() as u64 > f {
+                    return Err(Error::io(
+                        "mem",
+                        offset,
+                        std::io::Error::other("planted read error"),
+                    ));
+                }
+            }
+            let Ok(off) = usize::try_from(offset) else {
+                return Ok(0);
+            };
+            let Some(src) = self.data.get(off..) else {
+                return Ok(0);
+            };
+            let n = src.len().min(buf.len()).min(self.max_read);
+            buf[..n].copy_from_slice(&src[..n]);
+            Ok(n)
+        }
+    }
+
+    pub(crate) fn engine(limits: Limits) -> ClamAvEngine {
+        let dir = tempfile::tempdir().unwrap();
+        write_db(dir.path());
+        ClamAvEngine::load(&[dir.path().to_path_buf()], limits).unwrap()
+    }
+
+    #[test]
+    fn detects_eicar_in_the_middle_of_a_file() {
+        let e = engine(Limits::default());
+        assert!(e.signatures() >= 2);
+        assert_eq!(e.version(), ffi::version());
+        let mut data = vec![b'a'; 100_000];
+        data.extend(eicar());
+        data.extend(vec![b'b'; 100_000]);
+        let v = e.scan(&mut MemReader::new(data), "x").unwrap();
+        assert_eq!(v.signatures, vec!["Test.EICAR.UNOFFICIAL".to_string()]);
+        assert!(v.incomplete.is_empty());
+    }
+
+    #[test]
+    fn short_reads_are_completed() {
+        let e = engine(Limits::default());
+        let mut data = vec![0x90u8; 50_001];
+        data.extend(eicar());
+        data.extend(vec![0x90u8; 50_003]);
+        let mut r = MemReader::new(data);
+        r.max_read = 7;
+        let v = e.scan(&mut r, "short-reads").unwrap();
+        assert_eq!(v.signatures, vec!["Test.EICAR.UNOFFICIAL".to_string()]);
+        assert!(v.incomplete.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn clean_and_empty_content() {
+        let e = engine(Limits::default());
+        let v = e
+            .scan(&mut MemReader::new(b"hello world".to_vec()), "x")
+            .unwrap();
+        assert!(v.is_clean(), "{v:?}");
+        let v = e.scan(&mut MemReader::new(Vec::new()), "empty").unwrap();
+        assert!(v.is_clean(), "{v:?}");
+    }
+
+    #[test]
+    fn hash_signature_matches_clam_exe() {
+        let e = engine(Limits::default());
+        let clam = std::fs::read("/usr/share/clamav-testfiles/clam.exe").unwrap();
+        let v = e.scan(&mut MemReader::new(clam), "clam.exe").unwrap();
+        assert_eq!(v.signatures, vec!["clam.exe.UNOFFICIAL".to_string()]);
+    }
+
+    #[test]
+    fn read_error_is_not_clean() {
+        let e = engine(Limits::default());
+        let mut r = MemReader::new(vec![0u8; 1 << 20]);
+        r.fail_at = Some(4096);
+        let v = e.scan(&mut r, "bad").unwrap();
+        assert!(v.signatures.is_empty());
+        assert_eq!(v.incomplete.len(), 1, "{v:?}");
+        assert_eq!(v.incomplete[0].reason, Reason::IoError);
+    }
+
+    #[test]
+    fn truncated_content_is_not_clean() {
+        let e = engine(Limits::default());
+        let mut r = MemReader::new(vec![0u8; 10_000]);
+        r.size_override = Some(50_000);
+        let v = e.scan(&mut r, "short").unwrap();
+        assert!(!v.is_clean(), "{v:?}");
+        assert_eq!(v.incomplete[0].reason, Reason::Corrupt);
+    }
+
+    #[test]
+    fn over_max_file_size_is_too_large() {
+        let e = engine(Limits {
+            max_file_size: 1000,
+            ..Limits::default()
+        });
+        let mut data = eicar();
+        data.resize(2000, b' ');
+        let v = e.scan(&mut MemReader::new(data), "big").unwrap();
+        assert!(v.signatures.is_empty());
+        assert_eq!(v.incomplete[0].reason, Reason::TooLarge);
+    }
+
+    #[test]
+    fn alert_names_are_classified() {
+        assert_eq!(
+            classify("Heuristics.Limits.Exceeded.MaxFileSize"),
+            Alert::NotScanned(Reason::TooLarge)
+        );
+        assert_eq!(
+            classify("Heuristics.Limits.Exceeded.MaxRecursion"),
+            Alert::NotScanned(Reason::Limit)
+        );
+        assert_eq!(
+            classify("Heuristics.Encrypted.Zip"),
+            Alert::NotScanned(Reason::Encrypted)
+        );
+        assert_eq!(
+            classify("Win.Test.EICAR_HDB-1"),
+            Alert::Detection("Win.Test.EICAR_HDB-1".into())
+        );
+    }
+
+    #[test]
+    fn bad_databases_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = ClamAvEngine::load(&[missing], Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("cannot open"), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = ClamAvEngine::load(&[empty], Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("no signatures"), "{err}");
+        let bad = dir.path().join("bad.ndb");
+        std::fs::write(&bad, "this is not a signature\n").unwrap();
+        let err = ClamAvEngine::load(&[bad], Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("Malformed"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_cvd_is_an_error_and_versions_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut head = b"ClamAV-VDB:24 Nov 2026 02-00 +0000:27042:100:90:x:y:builder:1".to_vec();
+        head.resize(512, b' ');
+        assert_eq!(
+            cvd_version(&write(dir.path(), "daily.cvd", &head)),
+            Some(27042)
+        );
+        assert_eq!(cvd_version(&write(dir.path(), "x.ndb", &head)), None);
+        assert_eq!(
+            cvd_version(&write(dir.path(), "short.cld", b"ClamAV-VDB:1:2")),
+            None
+        );
+        // A truncated .cvd (header, no signed archive) is refused with libclamav's reason.
+        let only = tempfile::tempdir().unwrap();
+        let cvd = write(only.path(), "main.cvd", &head);
+        let err = ClamAvEngine::load(&[cvd], Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), Reason::EngineError);
+        assert!(err.to_string().contains("main.cvd"), "{err}");
+    }
+
+    fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    #[test]
+    fn engine_is_shared_across_threads() {
+        let e = std::sync::Arc::new(engine(Limits::default()));
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let e = e.clone();
+                std::thread::spawn(move || {
+                    let mut data = vec![b'x'; 1000 * (i + 1)];
+                    data.extend(eicar());
+                    e.scan(&mut MemReader::new(data), "t").unwrap().signatures
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), vec!["Test.EICAR.UNOFFICIAL".to_string()]);
+        }
+    }
+}
