@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod ext;
+
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,14 +222,25 @@ pub type SharedFilesystem = std::sync::Arc<dyn Filesystem>;
 
 /// Identifies the filesystem on `volume` by its magic bytes; `None` when none is recognised.
 pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
-    let _ = volume;
+    let mut sb = [0u8; ext::superblock::SUPERBLOCK_SIZE];
+    if volume.size() >= ext::superblock::SUPERBLOCK_OFFSET + sb.len() as u64 {
+        volume.read_exact_at(ext::superblock::SUPERBLOCK_OFFSET, &mut sb)?;
+        if let Some(kind) = ext::probe_ext(&sb) {
+            return Ok(Some(kind));
+        }
+    }
     Ok(None)
 }
 
 /// Opens `volume` as a filesystem of `kind`.
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
-    Err(Error::unsupported(
-        volume.name(),
-        format!("{kind} is not wired in yet"),
-    ))
+    match kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+            Ok(std::sync::Arc::new(ext::ExtVolume::open(volume)?))
+        }
+        _ => Err(Error::unsupported(
+            volume.name(),
+            format!("{kind} is not wired in yet"),
+        )),
+    }
 }
