@@ -49,6 +49,8 @@ pub use self::superblock::probe_ext;
 pub const MAX_DEPTH: usize = 4096;
 /// Most entries read from one directory.
 pub const MAX_DIR_ENTRIES: usize = 1 << 22;
+/// Bad blocks tolerated in one directory before the rest of it is skipped.
+pub const MAX_DIR_ERRORS: usize = 16;
 
 /// A run of logical blocks that map the same way: to consecutive physical blocks from
 /// `physical`, or (`None`) to zeros.
@@ -191,7 +193,20 @@ impl Fs {
         }
         let mut map = self.block_map(inode)?;
         let bs = u64::from(self.sb.block_size);
-        let blocks = inode.size.div_ceil(bs);
+        let mut blocks = inode.size.div_ceil(bs);
+        // A directory cannot have more blocks than the filesystem: this bounds the work on a
+        // hostile directory whose blocks all map to one physical block.
+        if blocks > self.sb.blocks_count {
+            errors.push(Error::corrupt(
+                &self.name,
+                inode.offset,
+                format!(
+                    "directory inode {} claims {} bytes, more than the filesystem holds",
+                    inode.ino, inode.size
+                ),
+            ));
+            blocks = self.sb.blocks_count;
+        }
         let mut buf = vec![0u8; self.sb.block_size as usize];
         let mut lblock = 0u64;
         while lblock < blocks {
@@ -206,6 +221,17 @@ impl Fs {
                 errors.push(e);
             } else if let Err(e) = dir::parse_block(&buf, off, filetype, &self.name, &mut out) {
                 errors.push(e);
+            }
+            if errors.len() >= MAX_DIR_ERRORS {
+                errors.push(Error::corrupt(
+                    &self.name,
+                    inode.offset,
+                    format!(
+                        "directory inode {}: too many bad blocks, the rest is skipped",
+                        inode.ino
+                    ),
+                ));
+                break;
             }
             if out.len() > MAX_DIR_ENTRIES {
                 errors.push(Error::limit(

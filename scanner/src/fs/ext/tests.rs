@@ -705,3 +705,71 @@ fn corrupt_commit_checksum_stops_replay() {
     );
     assert!(fs.lookup("/newfile").is_err());
 }
+
+/// Throughput of reading every file of a 1 GiB ext4 image through the volume's block cache,
+/// against a plain sequential read of the image (`cat`). Run with
+/// `cargo test --release -p coldscan-scanner --lib fs::ext::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: builds a 1 GiB image"]
+fn throughput_against_cat() {
+    use std::io::Read;
+    use std::time::Instant;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..240 {
+        let dir = src.join(format!("d{}", i % 8));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), noise(4 << 20, i)).unwrap();
+    }
+    let img = t.path().join("big.img");
+    run(Command::new("mkfs.ext4")
+        .arg("-q")
+        .arg("-F")
+        .arg("-d")
+        .arg(&src)
+        .arg(&img)
+        .arg("1G"));
+    let cat = || {
+        let start = Instant::now();
+        let mut f = std::fs::File::open(&img).unwrap();
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut n = 0u64;
+        loop {
+            let r = f.read(&mut buf).unwrap();
+            if r == 0 {
+                break;
+            }
+            n += r as u64;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let ours = || {
+        let start = Instant::now();
+        let file: SharedSource = Arc::new(FileSource::open(&img).unwrap());
+        let cached: SharedSource = Arc::new(crate::block::CachedSource::new(file));
+        let fs = ExtVolume::open(cached).unwrap();
+        let mut entries = Vec::new();
+        fs.walk(&mut |ev| {
+            if let WalkEvent::Entry(e) = ev {
+                entries.push(e)
+            }
+        })
+        .unwrap();
+        let mut n = 0u64;
+        for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+            let mut r = fs.open(e).unwrap();
+            n += read_all(r.as_mut(), &e.path, &mut |_| {}).unwrap();
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let _ = (cat(), ours()); // warm the page cache
+    let (c, o) = (cat(), ours());
+    println!(
+        "cat {:.0} MB/s, ext reader {:.0} MB/s ({:.0}%)",
+        c / 1e6,
+        o / 1e6,
+        100.0 * o / c
+    );
+    assert!(o >= 0.6 * c, "ext reader below 60% of cat");
+}
