@@ -21,8 +21,13 @@ debugfs -w "$tmp/k.img" -R "write $tmp/src/small newfile" >/dev/null 2>&1
 cmp -l "$tmp/j.img" "$tmp/k.img" | awk '{ b = int(($1 - 1) / 1024); if (b > 1) print b }' | sort -un > "$tmp/blocks"
 : > "$tmp/data"
 for b in $(cat "$tmp/blocks"); do dd if="$tmp/k.img" bs=1024 skip="$b" count=1 >> "$tmp/data" 2>/dev/null; done
+cp "$tmp/j.img" "$tmp/plain.img"
 printf 'jo -c\njw -b %s %s\njc\n' "$(paste -sd, "$tmp/blocks")" "$tmp/data" > "$tmp/script"
 debugfs -w -f "$tmp/script" "$tmp/j.img" >/dev/null 2>&1
 cp "$tmp/j.img" "$here/corpus/ext/ext4-dirty-journal.img"
 debugfs -R "dump <8> $here/corpus/ext_journal/journal-csum3.bin" "$tmp/j.img" >/dev/null 2>&1
+# The same without journal checksums, plus a revoking second transaction.
+printf 'jo\njw -b %s %s\njc\njo\njw -r %s\njc\n' "$(paste -sd, "$tmp/blocks")" "$tmp/data" "$(head -1 "$tmp/blocks")" > "$tmp/script"
+debugfs -w -f "$tmp/script" "$tmp/plain.img" >/dev/null 2>&1
+debugfs -R "dump <8> $here/corpus/ext_journal/journal-plain.bin" "$tmp/plain.img" >/dev/null 2>&1
 ls -l "$here/corpus/ext" "$here/corpus/ext_journal"

@@ -432,14 +432,80 @@ fn ext4_meta_bg_1k_blocks_many_groups() {
 #[test]
 fn ext4_64k_blocks_64bit() {
     let t = tempfile::tempdir().unwrap();
+    // inline_data keeps the 10,000 tiny files out of 64 KiB blocks (the image stays small).
     let img = make_image(
         t.path(),
         "b64k.img",
         "mkfs.ext4",
-        &["-b", "65536", "-O", "64bit", "-N", "20000"],
+        &[
+            "-b",
+            "65536",
+            "-O",
+            "64bit,inline_data",
+            "-I",
+            "256",
+            "-N",
+            "20000",
+        ],
         "1G",
     );
-    check_image(&img, FsKind::Ext4);
+    let fs = check_image_except(&img, FsKind::Ext4, &["/sparse_tail.bin"], true);
+    assert_eq!(fs.fs.sb.block_size, 65536);
+}
+
+#[test]
+fn encrypted_inode_is_listed_unreadable() {
+    let t = tempfile::tempdir().unwrap();
+    let img = small_image(t.path(), &[]);
+    run(Command::new("debugfs")
+        .arg("-w")
+        .arg(&img)
+        .arg("-R")
+        .arg("sif /data.bin flags 0x80800"));
+    let fs = open_image(&img);
+    let e = fs.lookup("/data.bin").unwrap();
+    assert_eq!(
+        e.unreadable.as_ref().map(|u| u.reason),
+        Some(Reason::Encrypted)
+    );
+    assert!(matches!(fs.open(&e), Err(Error::Encrypted { .. })));
+    let (seen, errors, _) = {
+        let mut n = Vec::new();
+        let mut errs = Vec::new();
+        fs.walk(&mut |ev| match ev {
+            WalkEvent::Entry(e) => n.push(e),
+            WalkEvent::Error { path, .. } => errs.push(path),
+        })
+        .unwrap();
+        (n, errs, ())
+    };
+    assert!(errors.is_empty());
+    assert!(seen
+        .iter()
+        .any(|x| x.path == "/data.bin" && x.unreadable.is_some()));
+}
+
+#[test]
+fn unknown_incompat_feature_is_unsupported_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    let img = small_image(t.path(), &[]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&img)
+        .unwrap();
+    let mut w = [0u8; 4];
+    f.read_exact_at(&mut w, 1024 + 0x60).unwrap();
+    let v = u32::from_le_bytes(w) | 0x4000_0000;
+    f.write_all_at(&v.to_le_bytes(), 1024 + 0x60).unwrap();
+    drop(f);
+    let src: SharedSource = Arc::new(FileSource::open(&img).unwrap());
+    let kind = crate::fs::probe(&src)
+        .unwrap()
+        .expect("still an ext superblock");
+    let err = crate::fs::open(src, kind).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("0x40000000"), "{err}");
 }
 
 #[test]
