@@ -22,8 +22,11 @@ pub fn descriptor_offset(sb: &Superblock, group: u32) -> Option<u64> {
     let nr = group / per_block; // descriptor block index
     let within = u64::from(group % per_block) * u64::from(sb.desc_size);
     let first = u64::from(sb.first_data_block);
+    // The block holding the superblock (byte 1024): block 1 with 1 KiB blocks, else block 0,
+    // whatever s_first_data_block says (it is 0 with 1 KiB blocks and bigalloc).
+    let sb_block = u64::from(sb.block_size == 1024);
     let block = if !sb.has_incompat(super::superblock::incompat::META_BG) || nr < sb.first_meta_bg {
-        first.checked_add(1)?.checked_add(u64::from(nr))?
+        sb_block.checked_add(1)?.checked_add(u64::from(nr))?
     } else {
         let bg = nr.checked_mul(per_block)?;
         let mut has_super = u64::from(sb.group_has_super(bg));

@@ -246,6 +246,9 @@ pub fn replay(
     if js.start == 0 {
         return Ok(None);
     }
+    if js.incompat & FEATURE_INCOMPAT_FAST_COMMIT != 0 {
+        notes.push("journal has fast commits enabled: fast-commit blocks are not replayed".into());
+    }
     if js.errno != 0 {
         notes.push(format!("journal was aborted (s_errno {})", js.errno));
     }

@@ -17,6 +17,9 @@ pub const SUPERBLOCK_SIZE: usize = 1024;
 pub const EXT_MAGIC: u16 = 0xEF53;
 /// Largest `s_log_block_size` (64 KiB blocks), as the kernel's `EXT4_MAX_BLOCK_LOG_SIZE`.
 const MAX_LOG_BLOCK_SIZE: u32 = 6;
+/// Largest cluster/block size ratio exponent accepted with bigalloc (the kernel's
+/// `EXT4_MAX_CLUSTER_LOG_SIZE` 30 minus the smallest block log 10).
+const MAX_CLUSTER_SHIFT: u32 = 20;
 
 /// `s_feature_compat` bits.
 pub mod compat {
@@ -110,6 +113,8 @@ pub mod ro_compat {
     pub const LARGE_FILE: u32 = 0x2;
     /// Old btree directory flag.
     pub const BTREE_DIR: u32 = 0x4;
+    /// Allocation in clusters of several blocks.
+    pub const BIGALLOC: u32 = 0x200;
     /// Features ext2 and ext3 may have according to blkid.
     pub const EXT23_SUPP: u32 = SPARSE_SUPER | LARGE_FILE | BTREE_DIR;
 }
@@ -199,7 +204,21 @@ impl Superblock {
             return Err(bad(0x58, format!("bad inode size {inode_size}")));
         }
         // Group geometry: the kernel insists on these, and they keep the arithmetic below sane.
-        if blocks_per_group == 0 || blocks_per_group > block_size.saturating_mul(8) {
+        // With bigalloc the group bitmap counts clusters: a group spans up to 8 * block_size
+        // clusters of 2^(s_log_cluster_size - s_log_block_size) blocks each.
+        let cluster_shift = if feature_ro_compat & ro_compat::BIGALLOC != 0 {
+            let log_cluster = u32_at(0x1C)?;
+            match log_cluster.checked_sub(log_block_size) {
+                Some(shift) if shift <= MAX_CLUSTER_SHIFT => shift,
+                _ => {
+                    return Err(bad(0x1C, format!("bad s_log_cluster_size {log_cluster}")));
+                }
+            }
+        } else {
+            0
+        };
+        let max_per_group = (u64::from(block_size) * 8) << cluster_shift;
+        if blocks_per_group == 0 || u64::from(blocks_per_group) > max_per_group {
             return Err(bad(
                 0x20,
                 format!("bad s_blocks_per_group {blocks_per_group}"),

@@ -839,3 +839,17 @@ fn throughput_against_cat() {
     );
     assert!(o >= 0.6 * c, "ext reader below 60% of cat");
 }
+
+/// Regression: bigalloc groups span more than 8 * block_size blocks; such superblocks were
+/// refused as corrupt.
+#[test]
+fn bigalloc_1k_blocks_16k_clusters() {
+    let t = tempfile::tempdir().unwrap();
+    let img = small_image(t.path(), &["-b", "1024", "-O", "bigalloc", "-C", "16384"]);
+    let fs = open_image(&img);
+    assert_eq!(fs.fs.sb.first_data_block, 0);
+    let (seen, errors, _) = ours(&fs);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(seen["/data.bin"].sha, Some(sha(&noise(300_000, 7))));
+    assert_eq!(seen["/a/b/file"].sha, Some(sha(b"in b")));
+}
