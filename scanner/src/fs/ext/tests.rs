@@ -853,3 +853,76 @@ fn bigalloc_1k_blocks_16k_clusters() {
     assert_eq!(seen["/data.bin"].sha, Some(sha(&noise(300_000, 7))));
     assert_eq!(seen["/a/b/file"].sha, Some(sha(b"in b")));
 }
+
+/// Byte flips in the metadata of small images: open, walk and read must neither panic nor
+/// hang (the cargo-fuzz target `ext` does the same at scale).
+#[test]
+fn mutated_images_never_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    std::fs::write(src.join("d/e/f"), noise(5000, 3)).unwrap();
+    std::fs::write(src.join("tiny"), b"tiny").unwrap();
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(400_000).unwrap();
+    f.write_all_at(b"x", 390_000).unwrap();
+    let mut images = Vec::new();
+    for (name, mkfs, args) in [
+        ("e2", "mkfs.ext2", &["-b", "1024", "-N", "32"][..]),
+        (
+            "e4",
+            "mkfs.ext4",
+            &["-b", "1024", "-N", "32", "-O", "^has_journal,inline_data"][..],
+        ),
+    ] {
+        let img = t.path().join(name);
+        run(Command::new(mkfs)
+            .arg("-q")
+            .arg("-F")
+            .args(args)
+            .arg("-d")
+            .arg(&src)
+            .arg(&img)
+            .arg("1M"));
+        images.push(std::fs::read(&img).unwrap());
+    }
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for base in &images {
+        for _ in 0..300 {
+            let mut img = base.clone();
+            for _ in 0..1 + next() % 8 {
+                // Metadata lives in the first 64 KiB of these images.
+                let at = (next() % 65536) as usize;
+                img[at] = next() as u8;
+            }
+            let src: SharedSource = Arc::new(MemSource::new(img, "mut"));
+            let Ok(fs) = ExtVolume::open(src) else {
+                continue;
+            };
+            let mut entries = Vec::new();
+            let _ = fs.walk(&mut |ev| {
+                if let WalkEvent::Entry(e) = ev {
+                    entries.push(e)
+                }
+            });
+            let mut buf = vec![0u8; 65536];
+            for e in &entries {
+                if let Ok(mut r) = fs.open(e) {
+                    let mut pos = 0;
+                    while pos < r.size().min(1 << 20) {
+                        match r.read_at(pos, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => pos += n as u64,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
