@@ -926,3 +926,26 @@ fn mutated_images_never_panic() {
         }
     }
 }
+
+/// The features ext4-view refuses whole filesystems for are fine here.
+#[test]
+fn casefold_large_dir_ea_inode_mmp() {
+    let t = tempfile::tempdir().unwrap();
+    let img = small_image(
+        t.path(),
+        &["-O", "casefold,large_dir,ea_inode,mmp,inline_data"],
+    );
+    let fs = open_image(&img);
+    for bit in [
+        incompat::CASEFOLD,
+        incompat::LARGEDIR,
+        incompat::EA_INODE,
+        incompat::MMP,
+    ] {
+        assert!(fs.fs.sb.has_incompat(bit), "mke2fs did not set {bit:#x}");
+    }
+    let (seen, errors, _) = ours(&fs);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(seen["/data.bin"].sha, Some(sha(&noise(300_000, 7))));
+    assert_eq!(seen["/a/b/file"].sha, Some(sha(b"in b")));
+}
