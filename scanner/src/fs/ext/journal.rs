@@ -701,6 +701,29 @@ mod tests {
     }
 
     #[test]
+    fn sequence_numbers_wrap_past_u32_max() {
+        let mut j = journal(16, 1, u32::MAX);
+        // Transaction u32::MAX logs 100; transaction 0 revokes it and logs 101.
+        descriptor(&mut j, 1, u32::MAX, &[(100, 0)]);
+        j[2 * 1024..3 * 1024].fill(0xAA);
+        header(&mut j, 3, COMMIT_BLOCK, u32::MAX);
+        header(&mut j, 4, REVOKE_BLOCK, 0);
+        j[4 * 1024 + 12..4 * 1024 + 16].copy_from_slice(&20u32.to_be_bytes());
+        j[4 * 1024 + 16..4 * 1024 + 20].copy_from_slice(&100u32.to_be_bytes());
+        descriptor(&mut j, 5, 0, &[(101, 0)]);
+        j[6 * 1024..7 * 1024].fill(0xBB);
+        header(&mut j, 7, COMMIT_BLOCK, 0);
+        let r = run(j).unwrap();
+        assert_eq!(r.transactions, 2);
+        assert_eq!(r.blocks, 1);
+        assert!(
+            read_block(&r, 100).iter().all(|&b| b == 0),
+            "revoked by the newer transaction 0"
+        );
+        assert!(read_block(&r, 101).iter().all(|&b| b == 0xBB));
+    }
+
+    #[test]
     fn clean_journal_is_none() {
         assert!(run(journal(16, 0, 1)).is_none());
     }
