@@ -11,6 +11,13 @@
 //! Opening parses the superblock; if the filesystem needs recovery (or its journal has a
 //! non-empty log) the journal is replayed into a [`journal::JournalOverlay`] and everything
 //! else is read through it, so the view is the one the kernel would mount. Nothing is written.
+//! A non-empty log is replayed even without `needs_recovery`, as e2fsck offers to (the kernel
+//! would ignore it). A journal that cannot be replayed (corrupt, unsupported features, over
+//! [`journal::MAX_REPLAY_BLOCKS`]) leaves the volume readable as it is on disk, with a note
+//! saying so; an external journal that needs recovery makes the volume unsupported.
+//! Metadata checksums (`metadata_csum`) are not verified: a scanner reads what is there, and
+//! every structure is bounds-checked instead. Journal checksums (v2/v3) are verified, since they
+//! decide which transactions count.
 //!
 //! Names are bytes on disk; paths are made with lossy UTF-8 conversion (invalid sequences become
 //! U+FFFD, `/` and NUL inside a name too), so two distinct invalid names may share a path. Entries
