@@ -236,6 +236,25 @@ pub fn replay(
     journal_blocks: u64,
     log_offset: &mut dyn FnMut(u64) -> Result<u64>,
 ) -> Result<Option<Replay>> {
+    replay_bounded(
+        volume,
+        fs_block_size,
+        fs_blocks,
+        journal_blocks,
+        log_offset,
+        MAX_REPLAY_BLOCKS,
+    )
+}
+
+/// [`replay`] with the remapped-block limit as a parameter (tests exercise the limit).
+fn replay_bounded(
+    volume: SharedSource,
+    fs_block_size: u32,
+    fs_blocks: u64,
+    journal_blocks: u64,
+    log_offset: &mut dyn FnMut(u64) -> Result<u64>,
+    max_blocks: usize,
+) -> Result<Option<Replay>> {
     let object = format!("{} journal", volume.name());
     let bs = fs_block_size as usize;
     let mut notes = Vec::new();
@@ -438,10 +457,10 @@ pub fn replay(
                     escaped: tag.escaped,
                 },
             );
-            if map.len() > MAX_REPLAY_BLOCKS {
+            if map.len() > max_blocks {
                 return Err(Error::limit(
                     &object,
-                    format!("replay would replace more than {MAX_REPLAY_BLOCKS} blocks"),
+                    format!("replay would replace more than {max_blocks} blocks"),
                 ));
             }
         }
@@ -721,6 +740,17 @@ mod tests {
             "revoked by the newer transaction 0"
         );
         assert!(read_block(&r, 101).iter().all(|&b| b == 0xBB));
+    }
+
+    #[test]
+    fn replay_over_the_block_limit_is_a_limit_error() {
+        let mut j = journal(16, 1, 1);
+        descriptor(&mut j, 1, 1, &[(100, 0), (101, 0)]);
+        header(&mut j, 4, COMMIT_BLOCK, 1);
+        j.resize(300 * 1024, 0);
+        let src: SharedSource = Arc::new(MemSource::new(j, "j"));
+        let err = replay_bounded(src, 1024, 300, 16, &mut |n| Ok(n * 1024), 1).unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err}");
     }
 
     #[test]
