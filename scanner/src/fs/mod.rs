@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod ext;
 pub mod fat;
+pub mod ntfs;
 
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -221,7 +223,21 @@ pub fn read_all(
 pub type SharedFilesystem = std::sync::Arc<dyn Filesystem>;
 
 /// Identifies the filesystem on `volume` by its magic bytes; `None` when none is recognised.
+///
+/// ext is tried first: its superblock sits at byte 1024 and its first block may hold boot code
+/// that could pass a FAT boot-sector check; NTFS before FAT because an NTFS boot sector is
+/// named by its OEM id, while FAT is recognised by BPB sanity alone.
 pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
+    let mut sb = [0u8; ext::superblock::SUPERBLOCK_SIZE];
+    if volume.size() >= ext::superblock::SUPERBLOCK_OFFSET + sb.len() as u64 {
+        volume.read_exact_at(ext::superblock::SUPERBLOCK_OFFSET, &mut sb)?;
+        if let Some(kind) = ext::probe_ext(&sb) {
+            return Ok(Some(kind));
+        }
+    }
+    if ntfs::probe(volume.as_ref())? {
+        return Ok(Some(FsKind::Ntfs));
+    }
     let mut boot = [0u8; 512];
     if volume.size() >= boot.len() as u64 {
         volume.read_exact_at(0, &mut boot)?;
@@ -234,11 +250,9 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
 
 /// Opens `volume` as a filesystem of `kind`.
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
-    if matches!(kind, FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32) {
-        return Ok(std::sync::Arc::new(fat::FatVolume::open(volume)?));
-    }
-    Err(Error::unsupported(
-        volume.name(),
-        format!("{kind} is not wired in yet"),
-    ))
+    Ok(match kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => std::sync::Arc::new(ext::ExtVolume::open(volume)?),
+        FsKind::Ntfs => std::sync::Arc::new(ntfs::NtfsVolume::open(volume)?),
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => std::sync::Arc::new(fat::FatVolume::open(volume)?),
+    })
 }
