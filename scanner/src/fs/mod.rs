@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod ntfs;
+
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,12 +222,17 @@ pub type SharedFilesystem = std::sync::Arc<dyn Filesystem>;
 
 /// Identifies the filesystem on `volume` by its magic bytes; `None` when none is recognised.
 pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
-    let _ = volume;
+    if ntfs::probe(volume.as_ref())? {
+        return Ok(Some(FsKind::Ntfs));
+    }
     Ok(None)
 }
 
 /// Opens `volume` as a filesystem of `kind`.
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
+    if kind == FsKind::Ntfs {
+        return Ok(std::sync::Arc::new(ntfs::NtfsVolume::open(volume)?));
+    }
     Err(Error::unsupported(
         volume.name(),
         format!("{kind} is not wired in yet"),
