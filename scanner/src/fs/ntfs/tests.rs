@@ -1,1 +1,522 @@
+//! End-to-end tests on images made at test time by `mkntfs` and populated through libntfs-3g
+//! (`tests/ntfs/ntfs_populate.c`), checked against the planted tree and The Sleuth Kit.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::block::{FileSource, MemSource};
+use crate::fs::{self, read_all};
+
+/// Compiles the libntfs-3g helper once per test process.
+fn populate_tool() -> &'static Path {
+    static TOOL: OnceLock<PathBuf> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let out = dir.join("ntfs_populate");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ntfs/ntfs_populate.c");
+        let st = Command::new("cc")
+            .args(["-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-lntfs-3g")
+            .status()
+            .expect("cc (install build-essential and ntfs-3g-dev)");
+        assert!(st.success(), "compiling {}", src.display());
+        out
+    })
+}
+
+/// Makes an NTFS image of `mib` MiB in `dir` and applies `spec`.
+fn make_image(dir: &Path, mib: u64, spec: &str) -> PathBuf {
+    let img = dir.join("ntfs.img");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(mib << 20).unwrap();
+    drop(f);
+    let out = Command::new("mkntfs")
+        .args([
+            "-F", "-f", "-Q", "-q", "-s", "512", "-c", "4096", "-L", "COLDVOL",
+        ])
+        .arg(&img)
+        .arg(((mib << 20) / 512).to_string())
+        .output()
+        .expect("mkntfs (package ntfs-3g)");
+    assert!(
+        out.status.success(),
+        "mkntfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(populate_tool())
+        .arg(&img)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ntfs_populate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+fn open_image(img: &Path) -> NtfsVolume {
+    let src: SharedSource = Arc::new(FileSource::open(img).unwrap());
+    assert_eq!(fs::probe(&src).unwrap(), Some(FsKind::Ntfs));
+    NtfsVolume::open(src).unwrap()
+}
+
+fn walk_all(vol: &NtfsVolume) -> (Vec<FileEntry>, Vec<(String, Error)>) {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    vol.walk(&mut |ev| match ev {
+        WalkEvent::Entry(e) => entries.push(e),
+        WalkEvent::Error { path, error } => errors.push((path, error)),
+    })
+    .unwrap();
+    (entries, errors)
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn content(vol: &NtfsVolume, e: &FileEntry) -> Result<Vec<u8>> {
+    let mut r = vol.open(e)?;
+    let mut v = Vec::new();
+    read_all(r.as_mut(), &e.path, &mut |c| v.extend_from_slice(c))?;
+    Ok(v)
+}
+
+/// Compressible but varied text: every LZNT1 token length split gets used.
+fn compressible(n: usize) -> Vec<u8> {
+    let words = [
+        "alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta,", "eta ",
+    ];
+    let mut v = Vec::new();
+    let mut i = 0usize;
+    while v.len() < n {
+        v.extend_from_slice(words[(i * 7 + i / 13) % words.len()].as_bytes());
+        v.extend_from_slice(format!("{} ", i % 1000).as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+fn random(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Planted content of the main fixture: path -> (kind, bytes or None when unreadable).
+struct Planted {
+    dir: tempfile::TempDir,
+    img: PathBuf,
+    files: BTreeMap<String, (EntryKind, Option<Vec<u8>>)>,
+}
+
+fn main_fixture() -> Planted {
+    let dir = tempfile::tempdir().unwrap();
+    let comp = compressible(300_000);
+    let rnd = random(200_000, 7);
+    let eicar_like = compressible(70_000);
+    std::fs::write(dir.path().join("comp.bin"), &comp).unwrap();
+    std::fs::write(dir.path().join("rnd.bin"), &rnd).unwrap();
+    std::fs::write(dir.path().join("small.bin"), &eicar_like).unwrap();
+    let spec = "\
+mkdir /docs
+mkdir /docs/deep
+mkdir /docs/deep/er
+file /docs/deep/er/leaf.txt text:leaf
+file /docs/readme.txt text:hello%20world
+file /empty hex:
+stream /docs/readme.txt Zone.Identifier text:[ZoneTransfer]
+stream /docs hidden text:dirstream
+file /random.bin @rnd.bin
+compressdir /packed
+file /packed/text.txt @comp.bin
+file /packed/random.bin @rnd.bin
+file /packed/small.txt @small.bin
+stream /packed/text.txt alt @small.bin
+sparse /sparse.bin 5000000 text:tail
+link /docs/readme.txt /readme-link.txt
+link /packed/text.txt /docs/deep/text-link.txt
+symlink /ln docs/readme.txt
+junction /jn C:\\Windows
+mkdir /Ünïcödé
+file /Ünïcödé/日本語.txt text:nihongo
+file /secret.txt text:secret
+encrypt /secret.txt
+wof /compact.exe 3 100000 fill:ab:3000
+";
+    let img = make_image(dir.path(), 48, spec);
+    let mut files = BTreeMap::new();
+    let mut put = |p: &str, k, d: Option<&[u8]>| {
+        files.insert(p.to_string(), (k, d.map(<[u8]>::to_vec)));
+    };
+    use EntryKind::*;
+    put("/docs", Dir, Some(b""));
+    put("/docs:hidden", File, Some(b"dirstream"));
+    put("/docs/deep", Dir, Some(b""));
+    put("/docs/deep/er", Dir, Some(b""));
+    put("/docs/deep/er/leaf.txt", File, Some(b"leaf"));
+    put("/docs/readme.txt", File, Some(b"hello world"));
+    put(
+        "/docs/readme.txt:Zone.Identifier",
+        File,
+        Some(b"[ZoneTransfer]"),
+    );
+    put("/readme-link.txt", File, Some(b"hello world"));
+    put(
+        "/readme-link.txt:Zone.Identifier",
+        File,
+        Some(b"[ZoneTransfer]"),
+    );
+    put("/empty", File, Some(b""));
+    put("/random.bin", File, Some(&rnd));
+    put("/packed", Dir, Some(b""));
+    put("/packed/text.txt", File, Some(&comp));
+    put("/packed/text.txt:alt", File, Some(&eicar_like));
+    put("/docs/deep/text-link.txt", File, Some(&comp));
+    put("/docs/deep/text-link.txt:alt", File, Some(&eicar_like));
+    put("/packed/random.bin", File, Some(&rnd));
+    put("/packed/small.txt", File, Some(&eicar_like));
+    let mut sparse = vec![0u8; 5_000_000];
+    sparse.extend_from_slice(b"tail");
+    put("/sparse.bin", File, Some(&sparse));
+    put("/ln", Symlink, Some(b"docs/readme.txt"));
+    put("/jn", Symlink, Some(b"C:\\Windows"));
+    put("/Ünïcödé", Dir, Some(b""));
+    put("/Ünïcödé/日本語.txt", File, Some(b"nihongo"));
+    put("/secret.txt", File, None);
+    put("/compact.exe", File, None);
+    put("/compact.exe:WofCompressedData", File, Some(&[0xAB; 3000]));
+    Planted { dir, img, files }
+}
+
+#[test]
+fn walk_matches_the_planted_tree() {
+    let p = main_fixture();
+    let vol = open_image(&p.img);
+    assert_eq!(vol.label().as_deref(), Some("COLDVOL"));
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut seen = BTreeMap::new();
+    for e in &entries {
+        assert!(
+            seen.insert(e.path.clone(), e.clone()).is_none(),
+            "listed twice: {}",
+            e.path
+        );
+    }
+    let got: Vec<&String> = seen.keys().collect();
+    let want: Vec<&String> = p.files.keys().collect();
+    assert_eq!(got, want);
+    for (path, (kind, data)) in &p.files {
+        let e = &seen[path];
+        assert_eq!(e.kind, *kind, "{path}");
+        assert_eq!(e.stream.is_some(), path.contains(':'), "{path}");
+        match data {
+            Some(d) => {
+                if *kind != EntryKind::Dir {
+                    assert_eq!(e.size, d.len() as u64, "{path}");
+                }
+                if *kind == EntryKind::File {
+                    let c = content(&vol, e).unwrap_or_else(|err| panic!("{path}: {err}"));
+                    assert_eq!(sha(&c), sha(d), "{path}");
+                }
+            }
+            None => {
+                assert!(e.unreadable.is_some(), "{path}");
+                assert!(vol.open(e).is_err(), "{path}");
+            }
+        }
+    }
+    let u = seen["/secret.txt"].unreadable.clone().unwrap();
+    assert_eq!(u.reason, Reason::Encrypted);
+    let u = seen["/compact.exe"].unreadable.clone().unwrap();
+    assert_eq!(u.reason, Reason::UnsupportedCompression);
+    assert_eq!(u.detail, "CompactOS XPRESS16K");
+    // Hard links: one id.
+    assert_eq!(seen["/docs/readme.txt"].id, seen["/readme-link.txt"].id);
+    assert_eq!(
+        seen["/packed/text.txt:alt"].id,
+        seen["/docs/deep/text-link.txt:alt"].id
+    );
+    assert_ne!(seen["/packed/text.txt:alt"].id, seen["/packed/text.txt"].id);
+    // The compressed file really is LZNT1-compressed on disk (flag set, sparse tails).
+    let file = vol.load(seen["/packed/text.txt"].id.node).unwrap();
+    let data = VolumeFixture::unnamed_data(&file);
+    assert_eq!(data.flags & attribute::ATTR_COMPRESSION_MASK, 1);
+    let StreamData::NonResident(nr) =
+        StreamData::from_extents(&[data], 4096, vol.boot.total_clusters, "t").unwrap()
+    else {
+        panic!("resident");
+    };
+    assert_eq!(nr.compression_unit, Some(16));
+    assert!(
+        nr.runs.iter().any(|r| r.lcn.is_none()),
+        "no sparse tail: not compressed"
+    );
+    // Lookup through the default walk.
+    assert_eq!(
+        vol.lookup("/docs/readme.txt:Zone.Identifier").unwrap().size,
+        14
+    );
+    drop(p.dir);
+}
+
+struct VolumeFixture;
+impl VolumeFixture {
+    fn unnamed_data(file: &FileRecord) -> &Attribute {
+        file.attributes
+            .iter()
+            .find(|a| a.type_code == AT_DATA && a.name.is_empty() && a.lowest_vcn() == 0)
+            .unwrap()
+    }
+}
+
+/// `fls -r -p` lines as (path, type letter), without metafiles and orphans.
+fn sleuthkit_list(img: &Path) -> BTreeMap<String, char> {
+    let out = Command::new("fls")
+        .arg("-r")
+        .arg("-p")
+        .arg(img)
+        .output()
+        .expect("fls (sleuthkit)");
+    assert!(out.status.success());
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((meta, path)) = line.split_once(":\t") else {
+            continue;
+        };
+        let inode: u64 = meta
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.split('-').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // TSK also lists a directory's streams through its "." entry (`dir/.:stream`).
+        if inode < FIRST_USER_RECORD
+            || path.starts_with("$OrphanFiles")
+            || path.starts_with("$Extend")
+            || path.contains("/.:")
+        {
+            continue;
+        }
+        let kind = meta.chars().nth(2).unwrap_or('?');
+        m.insert(format!("/{path}"), kind);
+    }
+    m
+}
+
+#[test]
+fn agrees_with_the_sleuth_kit() {
+    let p = main_fixture();
+    let vol = open_image(&p.img);
+    let (entries, _) = walk_all(&vol);
+    let ours: BTreeMap<String, char> = entries
+        .iter()
+        .map(|e| {
+            let k = match e.kind {
+                EntryKind::Dir => 'd',
+                // TSK types reparse points by their underlying record.
+                EntryKind::Symlink if e.path == "/jn" => 'd',
+                _ => 'r',
+            };
+            (e.path.clone(), k)
+        })
+        .collect();
+    assert_eq!(ours, sleuthkit_list(&p.img));
+    // icat of the compressed file equals our decompressed content.
+    let e = entries
+        .iter()
+        .find(|e| e.path == "/packed/text.txt")
+        .unwrap();
+    let out = Command::new("icat")
+        .arg(&p.img)
+        .arg(e.id.node.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(sha(&out.stdout), sha(&content(&vol, e).unwrap()));
+}
+
+/// Byte offset of record `n` in a fresh (unfragmented) image.
+fn record_at(vol: &NtfsVolume, n: u64) -> usize {
+    vol.record_offset(n) as usize
+}
+
+/// Offset (within the record) of the first attribute of `type_code`, read from raw bytes.
+fn raw_attr(rec: &[u8], type_code: u32) -> usize {
+    let mut at = usize::from(crate::block::le::u16(rec, 0x14).unwrap());
+    loop {
+        let t = crate::block::le::u32(rec, at).unwrap();
+        assert_ne!(t, 0xFFFF_FFFF, "attribute {type_code:#x} not found");
+        if t == type_code {
+            return at;
+        }
+        at += crate::block::le::u32(rec, at + 4).unwrap() as usize;
+    }
+}
+
+fn hostile_fixture() -> (
+    tempfile::TempDir,
+    Vec<u8>,
+    NtfsVolume,
+    BTreeMap<String, FileEntry>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "mkdir /a\nmkdir /a/b\nfile /a/b/f.txt text:f\nfile /g.txt text:g\nfile /h.txt text:h\nmkdir /c\nfile /c/i.txt text:i\n";
+    let img = make_image(dir.path(), 8, spec);
+    let bytes = std::fs::read(&img).unwrap();
+    let vol = open_image(&img);
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty());
+    let map = entries.into_iter().map(|e| (e.path.clone(), e)).collect();
+    (dir, bytes, vol, map)
+}
+
+fn mem_volume(bytes: Vec<u8>) -> NtfsVolume {
+    NtfsVolume::open(Arc::new(MemSource::new(bytes, "hostile.img"))).unwrap()
+}
+
+#[test]
+fn corrupt_fixup_skips_only_that_record() {
+    let (_d, mut bytes, vol, map) = hostile_fixture();
+    let n = map["/g.txt"].id.node;
+    let at = record_at(&vol, n);
+    bytes[at + 1022] ^= 0xFF;
+    let (entries, errors) = walk_all(&mem_volume(bytes));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let msg = errors[0].1.to_string();
+    assert!(
+        msg.contains(&format!("MFT record {n}")) && msg.contains("fixup"),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("{:#x}", at + 1022)), "{msg}");
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(!paths.contains(&"/g.txt"));
+    assert!(
+        paths.contains(&"/h.txt") && paths.contains(&"/a/b/f.txt"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn attribute_past_the_record_end_skips_only_that_record() {
+    let (_d, mut bytes, vol, map) = hostile_fixture();
+    let n = map["/h.txt"].id.node;
+    let at = record_at(&vol, n);
+    let a = raw_attr(&bytes[at..at + 1024], AT_FILE_NAME);
+    bytes[at + a + 4..at + a + 8].copy_from_slice(&0x2000u32.to_le_bytes());
+    let (entries, errors) = walk_all(&mem_volume(bytes));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let msg = errors[0].1.to_string();
+    assert!(
+        msg.contains(&format!("MFT record {n}")) && msg.contains(&format!("{a:#x}")),
+        "{msg}"
+    );
+    assert!(msg.contains("runs past the record end"), "{msg}");
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        !paths.contains(&"/h.txt") && paths.contains(&"/g.txt"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn cyclic_parents_terminate_and_are_reported() {
+    let (_d, mut bytes, vol, map) = hostile_fixture();
+    let a = map["/a"].id.node;
+    let b = map["/a/b"].id.node;
+    // /a's parent becomes /a/b: a two-directory cycle cut off from the root.
+    let at = record_at(&vol, a);
+    let fa = raw_attr(&bytes[at..at + 1024], AT_FILE_NAME);
+    let value = at + fa + usize::from(crate::block::le::u16(&bytes, at + fa + 0x14).unwrap());
+    bytes[value..value + 8].copy_from_slice(&(b | (1u64 << 48)).to_le_bytes());
+    let (entries, errors) = walk_all(&mem_volume(bytes));
+    assert!(!errors.is_empty());
+    assert!(
+        errors.iter().all(|(_, e)| e.to_string().contains("cycle")),
+        "{errors:?}"
+    );
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths.contains(&"/g.txt") && paths.contains(&"/c/i.txt"),
+        "{paths:?}"
+    );
+    // The cut-off files are still listed (and so still scanned), under $OrphanFiles.
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/$OrphanFiles/") && p.ends_with("/f.txt")),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn fragmented_file_with_attribute_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // One cluster of data every other cluster: hundreds of runs, more than one record holds.
+    let mut spec = String::from("file /frag.bin hex:00\n");
+    let mut want = Vec::new();
+    for k in 0..400u64 {
+        let off = k * 8192;
+        spec.push_str(&format!(
+            "append /frag.bin {off} fill:{:02x}:4096\n",
+            (k % 250) as u8 + 1
+        ));
+        want.resize(off as usize, 0);
+        want.extend(std::iter::repeat_n((k % 250) as u8 + 1, 4096));
+    }
+    let img = make_image(dir.path(), 16, &spec);
+    let vol = open_image(&img);
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty(), "{errors:?}");
+    let e = entries.iter().find(|e| e.path == "/frag.bin").unwrap();
+    let base = vol.read_record(e.id.node).unwrap().unwrap();
+    assert!(
+        base.attributes
+            .iter()
+            .any(|a| a.type_code == AT_ATTRIBUTE_LIST),
+        "fixture did not produce an attribute list"
+    );
+    let c = content(&vol, e).unwrap();
+    assert_eq!(c.len(), want.len());
+    assert_eq!(sha(&c), sha(&want));
+}
+
+#[test]
+fn probe_rejects_other_data() {
+    let zeros: SharedSource = Arc::new(MemSource::new(vec![0u8; 4096], "z"));
+    assert_eq!(fs::probe(&zeros).unwrap(), None);
+    let tiny: SharedSource = Arc::new(MemSource::new(vec![0u8; 10], "t"));
+    assert_eq!(fs::probe(&tiny).unwrap(), None);
+    let mut s = super::boot::tests::sample();
+    s.resize(32768, 0);
+    // Sane boot sector but no MFT behind it: probe says NTFS, open fails cleanly.
+    let src: SharedSource = Arc::new(MemSource::new(s, "b"));
+    assert_eq!(fs::probe(&src).unwrap(), Some(FsKind::Ntfs));
+    assert!(NtfsVolume::open(src).is_err());
+}
