@@ -250,6 +250,25 @@ mod tests {
     }
 
     #[test]
+    fn four_kib_records_have_eight_strides() {
+        let mut r = record();
+        r.resize(4096, 0);
+        r[6..8].copy_from_slice(&9u16.to_le_bytes());
+        r[0x1C..0x20].copy_from_slice(&4096u32.to_le_bytes());
+        // Stride tails 3..=8 carry USN 7; their originals are i, i.
+        for i in 3..=8usize {
+            r[0x30 + 2 * i..0x32 + 2 * i].copy_from_slice(&[i as u8, i as u8]);
+            r[i * 512 - 2..i * 512].copy_from_slice(&7u16.to_le_bytes());
+        }
+        // (The longer USA overlaps the sample attribute; only the fixup check matters here.)
+        r[0x1000 - 2..0x1000].copy_from_slice(&7u16.to_le_bytes());
+        let mut bad = r.clone();
+        bad[3 * 512 - 2] = 9;
+        let e = MftRecord::parse(&mut bad, &loc()).unwrap_err().to_string();
+        assert!(e.contains(&format!("{:#x}", 0x10000 + 3 * 512 - 2)), "{e}");
+    }
+
+    #[test]
     fn free_slots_and_garbage() {
         let mut z = vec![0u8; 1024];
         assert!(MftRecord::parse(&mut z, &loc()).unwrap().is_none());

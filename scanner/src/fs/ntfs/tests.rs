@@ -31,18 +31,25 @@ fn populate_tool() -> &'static Path {
     })
 }
 
-/// Makes an NTFS image of `mib` MiB in `dir` and applies `spec`.
+/// Makes an NTFS image of `mib` MiB (512-byte sectors, 4 KiB clusters) in `dir` and applies
+/// `spec`.
 fn make_image(dir: &Path, mib: u64, spec: &str) -> PathBuf {
+    make_image_with(dir, mib, 512, 4096, spec)
+}
+
+/// Like [`make_image`] with the given sector and cluster sizes.
+fn make_image_with(dir: &Path, mib: u64, sector: u32, cluster: u32, spec: &str) -> PathBuf {
     let img = dir.join("ntfs.img");
     let f = std::fs::File::create(&img).unwrap();
     f.set_len(mib << 20).unwrap();
     drop(f);
     let out = Command::new("mkntfs")
-        .args([
-            "-F", "-f", "-Q", "-q", "-s", "512", "-c", "4096", "-L", "COLDVOL",
-        ])
+        .args(["-F", "-f", "-Q", "-q", "-L", "COLDVOL", "-s"])
+        .arg(sector.to_string())
+        .arg("-c")
+        .arg(cluster.to_string())
         .arg(&img)
-        .arg(((mib << 20) / 512).to_string())
+        .arg(((mib << 20) / u64::from(sector)).to_string())
         .output()
         .expect("mkntfs (package ntfs-3g)");
     assert!(
@@ -278,6 +285,10 @@ fn walk_matches_the_planted_tree() {
         nr.runs.iter().any(|r| r.lcn.is_none()),
         "no sparse tail: not compressed"
     );
+    // Metafiles and the $Extend subtree are never listed.
+    assert!(entries
+        .iter()
+        .all(|e| e.id.node >= FIRST_USER_RECORD && !e.path.starts_with("/$")));
     // Lookup through the default walk.
     assert_eq!(
         vol.lookup("/docs/readme.txt:Zone.Identifier").unwrap().size,
@@ -519,4 +530,73 @@ fn probe_rejects_other_data() {
     let src: SharedSource = Arc::new(MemSource::new(s, "b"));
     assert_eq!(fs::probe(&src).unwrap(), Some(FsKind::Ntfs));
     assert!(NtfsVolume::open(src).is_err());
+}
+
+#[test]
+fn other_geometries_small_and_large_clusters() {
+    let comp = compressible(100_000);
+    for (sector, cluster) in [(512u32, 512u32), (512, 2048), (4096, 4096), (512, 65536)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("comp.bin"), &comp).unwrap();
+        let spec = "compressdir /c\nfile /c/t.txt @comp.bin\nstream /c/t.txt s @comp.bin\nsparse /c/s.bin 300000 @comp.bin\nmkdir /d\nfile /d/x text:x\n";
+        let img = make_image_with(dir.path(), 16, sector, cluster, spec);
+        let vol = open_image(&img);
+        assert_eq!(u64::from(cluster), vol.boot.cluster_size);
+        if sector == 4096 {
+            assert_eq!(
+                vol.boot.record_size, 4096,
+                "4 KiB sectors give 4 KiB records"
+            );
+        }
+        let (entries, errors) = walk_all(&vol);
+        assert!(errors.is_empty(), "{errors:?}");
+        let get = |p: &str| {
+            entries
+                .iter()
+                .find(|e| e.path == p)
+                .unwrap_or_else(|| panic!("{p} missing"))
+        };
+        assert_eq!(
+            sha(&content(&vol, get("/c/t.txt")).unwrap()),
+            sha(&comp),
+            "{cluster}"
+        );
+        assert_eq!(
+            sha(&content(&vol, get("/c/t.txt:s")).unwrap()),
+            sha(&comp),
+            "{cluster}"
+        );
+        let mut sparse = vec![0u8; 300_000];
+        sparse.extend_from_slice(&comp);
+        assert_eq!(
+            sha(&content(&vol, get("/c/s.bin")).unwrap()),
+            sha(&sparse),
+            "{cluster}"
+        );
+        assert_eq!(content(&vol, get("/d/x")).unwrap(), b"x");
+    }
+}
+
+#[test]
+fn bytes_past_the_initialized_size_read_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random(50_000, 3);
+    std::fs::write(dir.path().join("r.bin"), &data).unwrap();
+    let img = make_image(dir.path(), 8, "file /r.bin @r.bin\n");
+    let vol = open_image(&img);
+    let (entries, _) = walk_all(&vol);
+    let n = entries.iter().find(|e| e.path == "/r.bin").unwrap().id.node;
+    let mut bytes = std::fs::read(&img).unwrap();
+    let at = record_at(&vol, n);
+    let a = raw_attr(&bytes[at..at + 1024], AT_DATA);
+    // Initialized size (0x38) down to 10,000 bytes: the rest must read as zeros.
+    bytes[at + a + 0x38..at + a + 0x40].copy_from_slice(&10_000u64.to_le_bytes());
+    let vol = mem_volume(bytes);
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty());
+    let e = entries.iter().find(|e| e.path == "/r.bin").unwrap();
+    let c = content(&vol, e).unwrap();
+    assert_eq!(c.len(), 50_000);
+    assert_eq!(&c[..10_000], &data[..10_000]);
+    assert!(c[10_000..].iter().all(|&b| b == 0));
 }
