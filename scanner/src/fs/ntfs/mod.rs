@@ -69,6 +69,8 @@ const MAX_DEPTH: usize = 1024;
 const MAX_EXTENSION_RECORDS: usize = 4096;
 /// Largest attribute list read.
 const MAX_ATTR_LIST_BYTES: u64 = 4 << 20;
+/// Bytes of attribute-list processing allowed per walk beyond twice the MFT size.
+const ATTR_LIST_BUDGET_SLACK: u64 = 64 << 20;
 /// Directory under which files unreachable from the root are listed.
 const ORPHAN_DIR: &str = "/$OrphanFiles";
 
@@ -202,6 +204,15 @@ impl NtfsVolume {
             StreamData::NonResident(nr) => nr.initialized_size.min(nr.data_size),
         };
         let mut records = mft_bytes / rs;
+        // The MFT cannot hold more records than the volume has room for: a hostile size
+        // (with sparse or unreadable runs) must not make the scan loop over terabytes.
+        let room = src.size() / rs;
+        if records > room {
+            notes.push(format!(
+                "$MFT claims {records} records but the volume holds at most {room}"
+            ));
+            records = room;
+        }
         if records > MAX_MFT_RECORDS {
             notes.push(format!(
                 "$MFT has {records} records; only the first {MAX_MFT_RECORDS} are scanned"
@@ -309,11 +320,14 @@ impl NtfsVolume {
                     format!("MFT record {n} is not an in-use base record"),
                 )
             })?;
-        self.complete(rec)
+        let mut unlimited = u64::MAX;
+        self.complete(rec, &mut unlimited)
     }
 
-    /// Adds the attributes of the extension records named by `rec`'s attribute list.
-    fn complete(&self, rec: MftRecord) -> Result<FileRecord> {
+    /// Adds the attributes of the extension records named by `rec`'s attribute list. Every
+    /// byte read for that (lists and extension records) is taken from `budget`, so a hostile MFT
+    /// whose every record names thousands of extension records cannot make a walk quadratic.
+    fn complete(&self, rec: MftRecord, budget: &mut u64) -> Result<FileRecord> {
         let mut file = FileRecord {
             number: rec.number,
             sequence: rec.sequence,
@@ -329,6 +343,15 @@ impl NtfsVolume {
         };
         let what = format!("MFT record {} attribute list", file.number);
         let value = self.attribute_value(list, MAX_ATTR_LIST_BYTES, &what)?;
+        let exhausted = |object: &str| {
+            Error::limit(
+                object,
+                format!("{what}: attribute list read budget of this walk exhausted"),
+            )
+        };
+        *budget = budget
+            .checked_sub(value.len() as u64)
+            .ok_or_else(|| exhausted(self.object()))?;
         let (entries, bad) = attribute::parse_attribute_list(&value);
         if let Some(at) = bad {
             return Err(Error::corrupt(
@@ -354,6 +377,9 @@ impl NtfsVolume {
             ));
         }
         for n in others {
+            *budget = budget
+                .checked_sub(self.boot.record_size)
+                .ok_or_else(|| exhausted(self.object()))?;
             let ext = self.read_record(n)?;
             match ext {
                 Some(r) if r.in_use() && r.base == file.number => {
@@ -516,48 +542,90 @@ impl NtfsVolume {
         let mut reader = self.mft_reader();
         let mut buf = Vec::new();
         let mut first = 0u64;
+        // Legitimately each extension record belongs to one base record, and attribute lists
+        // are small: the whole MFT twice plus some slack covers every real volume.
+        let mut budget = self
+            .records
+            .saturating_mul(rs)
+            .saturating_mul(2)
+            .saturating_add(ATTR_LIST_BUDGET_SLACK);
         while first < self.records {
             let count = per_chunk.min(self.records - first);
             buf.resize((count * rs) as usize, 0);
-            if let Err(e) = reader.read_exact(first * rs, &mut buf) {
-                visit(WalkEvent::Error {
-                    path: format!("$MFT records {first}-{}", first + count - 1),
-                    error: e,
-                });
-                first += count;
-                continue;
-            }
-            for (i, chunk) in buf.chunks_exact_mut(rs as usize).enumerate() {
-                let n = first + i as u64;
-                let loc = RecordLocation {
-                    volume: self.object(),
-                    number: n,
-                    volume_offset: self.record_offset(n),
-                };
-                let rec = match MftRecord::parse(chunk, &loc) {
-                    Ok(Some(r)) if r.in_use() && r.base == 0 => r,
-                    Ok(_) => continue,
-                    Err(error) => {
-                        visit(WalkEvent::Error {
-                            path: format!("$MFT record {n}"),
-                            error,
-                        });
-                        continue;
+            if reader.read_exact(first * rs, &mut buf).is_ok() {
+                for (i, raw) in buf.chunks_exact_mut(rs as usize).enumerate() {
+                    self.scan_record(first + i as u64, raw, &mut budget, &mut nodes, visit);
+                }
+            } else {
+                // Part of the chunk is unreadable (bad run, I/O error): fall back to single
+                // records so that one bad cluster costs only the records in it, and report
+                // each unreadable stretch once.
+                let mut failed: Option<(u64, u64, Error)> = None;
+                for n in first..first + count {
+                    let raw = &mut buf[..rs as usize];
+                    match reader.read_exact(n * rs, raw) {
+                        Ok(()) => {
+                            if let Some((a, b, error)) = failed.take() {
+                                visit(WalkEvent::Error {
+                                    path: format!("$MFT records {a}-{b}"),
+                                    error,
+                                });
+                            }
+                            self.scan_record(n, raw, &mut budget, &mut nodes, visit);
+                        }
+                        Err(e) => match &mut failed {
+                            Some((_, b, _)) => *b = n,
+                            None => failed = Some((n, n, e)),
+                        },
                     }
-                };
-                match self.complete(rec) {
-                    Ok(file) => {
-                        nodes.insert(n, Self::describe(&file));
-                    }
-                    Err(error) => visit(WalkEvent::Error {
-                        path: format!("$MFT record {n}"),
+                }
+                if let Some((a, b, error)) = failed {
+                    visit(WalkEvent::Error {
+                        path: format!("$MFT records {a}-{b}"),
                         error,
-                    }),
+                    });
                 }
             }
             first += count;
         }
         nodes
+    }
+
+    /// Parses one raw record of the scan and summarises it into `nodes` if it is an in-use
+    /// base record; problems go to `visit`.
+    fn scan_record(
+        &self,
+        n: u64,
+        raw: &mut [u8],
+        budget: &mut u64,
+        nodes: &mut HashMap<u64, Node>,
+        visit: &mut dyn FnMut(WalkEvent),
+    ) {
+        let loc = RecordLocation {
+            volume: self.object(),
+            number: n,
+            volume_offset: self.record_offset(n),
+        };
+        let rec = match MftRecord::parse(raw, &loc) {
+            Ok(Some(r)) if r.in_use() && r.base == 0 => r,
+            Ok(_) => return,
+            Err(error) => {
+                visit(WalkEvent::Error {
+                    path: format!("$MFT record {n}"),
+                    error,
+                });
+                return;
+            }
+        };
+        match self.complete(rec, budget) {
+            Ok(file) => {
+                nodes.insert(n, Self::describe(&file));
+            }
+            Err(error) => visit(WalkEvent::Error {
+                path: format!("$MFT record {n}"),
+                error,
+            }),
+        }
     }
 }
 

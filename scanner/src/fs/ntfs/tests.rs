@@ -600,3 +600,22 @@ fn bytes_past_the_initialized_size_read_as_zeros() {
     assert_eq!(&c[..10_000], &data[..10_000]);
     assert!(c[10_000..].iter().all(|&b| b == 0));
 }
+
+#[test]
+fn huge_mft_size_is_capped_by_the_volume() {
+    let (_d, mut bytes, vol, _) = hostile_fixture();
+    let at = record_at(&vol, 0);
+    let a = raw_attr(&bytes[at..at + 1024], AT_DATA);
+    for field in [0x28usize, 0x30, 0x38] {
+        bytes[at + a + field..at + a + field + 8].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    }
+    let vol = mem_volume(bytes);
+    assert!(
+        vol.notes().iter().any(|n| n.contains("claims")),
+        "{:?}",
+        vol.notes()
+    );
+    let (entries, errors) = walk_all(&vol);
+    assert!(entries.iter().any(|e| e.path == "/c/i.txt"));
+    assert!(errors.len() <= 4, "{errors:?}");
+}
