@@ -226,7 +226,13 @@ impl<'v> StreamReader<'v> {
         let mut allocated = 0u64;
         let mut allocated_prefix = true;
         let mut prefix_len = 0u64;
+        let mapped_end = nr.runs.last().map_or(0, Run::end);
         while vcn < end {
+            if vcn > start && vcn >= mapped_end {
+                // The last unit may stop at the end of the mapping: its tail is unallocated,
+                // like a sparse tail (libntfs-3g treats it the same way).
+                break;
+            }
             let run = runlist::find(&nr.runs, vcn)
                 .and_then(|i| nr.runs.get(i))
                 .ok_or_else(|| {
