@@ -619,3 +619,35 @@ fn huge_mft_size_is_capped_by_the_volume() {
     assert!(entries.iter().any(|e| e.path == "/c/i.txt"));
     assert!(errors.len() <= 4, "{errors:?}");
 }
+
+#[test]
+fn dos_aliases_are_dropped_only_beside_a_long_name() {
+    let name = |parent: u64, n: &str, namespace: u8| FileName {
+        parent: parent | (1 << 48),
+        name: n.into(),
+        namespace,
+    };
+    let node = Node {
+        sequence: 1,
+        is_dir: false,
+        names: vec![
+            name(5, "Long Name.txt", 1),
+            name(5, "LONGNA~1.TXT", 2),
+            name(30, "ONLYDOS.TXT", 2),
+            name(31, "posix", 0),
+            name(31, "posix", 0),
+        ],
+        kind: EntryKind::File,
+        size: 0,
+        unreadable: None,
+        streams: Vec::new(),
+    };
+    let got: Vec<(u64, &str)> = link_names(&node)
+        .into_iter()
+        .map(|(p, _, n)| (p, n))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(5, "Long Name.txt"), (30, "ONLYDOS.TXT"), (31, "posix")]
+    );
+}
