@@ -651,3 +651,46 @@ fn dos_aliases_are_dropped_only_beside_a_long_name() {
         vec![(5, "Long Name.txt"), (30, "ONLYDOS.TXT"), (31, "posix")]
     );
 }
+
+/// Random byte flips in the MFT of a real image: the walk and every read must end without a
+/// panic (a deterministic, in-tree complement to the `ntfs` fuzz target).
+#[test]
+fn random_mft_damage_never_panics_or_hangs() {
+    let (_d, bytes, vol, _) = hostile_fixture();
+    let mft = record_at(&vol, 0);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..100 {
+        let mut b = bytes.clone();
+        for _ in 0..(next() % 40 + 1) {
+            let at = mft + (next() % (80 * 1024)) as usize;
+            b[at] = next() as u8;
+        }
+        let Ok(vol) = NtfsVolume::open(Arc::new(MemSource::new(b, "damaged.img"))) else {
+            continue;
+        };
+        let mut entries = Vec::new();
+        let _ = vol.walk(&mut |ev| {
+            if let WalkEvent::Entry(e) = ev {
+                entries.push(e);
+            }
+        });
+        for e in &entries {
+            if let Ok(mut r) = vol.open(e) {
+                let mut buf = vec![0u8; 65536];
+                let mut pos = 0;
+                while pos < r.size().min(1 << 20) {
+                    match r.read_at(pos, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => pos += n as u64,
+                    }
+                }
+            }
+        }
+    }
+}
