@@ -214,7 +214,7 @@ static ntfs_inode *create(const char *path, mode_t type)
 
 static void set_reparse(ntfs_inode *ni, u32 tag, const unsigned char *data, u16 len)
 {
-	unsigned char buf[8 + 4096];
+	unsigned char buf[8 + 8192];
 	memcpy(buf, &tag, 4);
 	memcpy(buf + 4, &len, 2);
 	memset(buf + 6, 0, 2);
@@ -229,7 +229,7 @@ static void link_reparse(ntfs_inode *ni, const char *target, int junction)
 	char subst[2100];
 	snprintf(subst, sizeof subst, "%s%s", junction ? "\\??\\" : "", target);
 	int sl = to_utf16(subst, sub, 1024) * 2, pl = to_utf16(target, print, 1024) * 2;
-	unsigned char d[4096];
+	unsigned char d[8192];
 	int hdr = junction ? 8 : 12;
 	u16 v[4] = { 0, (u16)sl, (u16)(sl + (junction ? 2 : 0)), (u16)pl };
 	memcpy(d, v, 8);

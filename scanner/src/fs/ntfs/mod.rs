@@ -71,6 +71,8 @@ const MAX_EXTENSION_RECORDS: usize = 4096;
 const MAX_ATTR_LIST_BYTES: u64 = 4 << 20;
 /// Bytes of attribute-list processing allowed per walk beyond twice the MFT size.
 const ATTR_LIST_BUDGET_SLACK: u64 = 64 << 20;
+/// Largest reparse point value (Windows limits reparse data to 16 KiB).
+const MAX_REPARSE_BYTES: u64 = 16 * 1024 + 8;
 /// Directory under which files unreachable from the root are listed.
 const ORPHAN_DIR: &str = "/$OrphanFiles";
 
@@ -410,16 +412,25 @@ impl NtfsVolume {
         m
     }
 
-    fn reparse_point(file: &FileRecord) -> Option<ReparsePoint> {
-        file.attributes
+    /// The file's reparse point; its value is usually resident but may be non-resident (long
+    /// link targets), then it is read from its clusters.
+    fn reparse_point(&self, file: &FileRecord) -> Option<ReparsePoint> {
+        let a = file
+            .attributes
             .iter()
-            .find(|a| a.type_code == AT_REPARSE_POINT)
-            .and_then(Attribute::resident_value)
-            .and_then(ReparsePoint::parse)
+            .find(|a| a.type_code == AT_REPARSE_POINT)?;
+        match a.resident_value() {
+            Some(v) => ReparsePoint::parse(v),
+            None => {
+                let what = format!("MFT record {} reparse point", file.number);
+                let v = self.attribute_value(a, MAX_REPARSE_BYTES, &what).ok()?;
+                ReparsePoint::parse(&v)
+            }
+        }
     }
 
     /// Summarises a file for the walk.
-    fn describe(file: &FileRecord) -> Node {
+    fn describe(&self, file: &FileRecord) -> Node {
         let names: Vec<FileName> = file
             .attributes
             .iter()
@@ -472,7 +483,7 @@ impl NtfsVolume {
                 .unwrap_or(0)
         };
         let is_dir = file.flags & FLAG_DIRECTORY != 0;
-        let reparse = Self::reparse_point(file);
+        let reparse = self.reparse_point(file);
         let mut kind = if is_dir {
             EntryKind::Dir
         } else {
@@ -619,7 +630,7 @@ impl NtfsVolume {
         };
         match self.complete(rec, budget) {
             Ok(file) => {
-                nodes.insert(n, Self::describe(&file));
+                nodes.insert(n, self.describe(&file));
             }
             Err(error) => visit(WalkEvent::Error {
                 path: format!("$MFT record {n}"),
@@ -868,7 +879,8 @@ impl Filesystem for NtfsVolume {
             ))
         };
         if entry.id.stream == 0 && entry.kind == EntryKind::Symlink {
-            let target = Self::reparse_point(&file)
+            let target = self
+                .reparse_point(&file)
                 .and_then(|r| r.link_target())
                 .unwrap_or_default();
             return Ok(Box::new(StreamReader::new(
@@ -909,7 +921,7 @@ impl Filesystem for NtfsVolume {
             e
         };
         // Checked again here: an entry built by hand must not get compressed bytes either.
-        let node = Self::describe(&file);
+        let node = self.describe(&file);
         let unreadable = if entry.id.stream == 0 {
             node.unreadable
         } else {

@@ -694,3 +694,31 @@ fn random_mft_damage_never_panics_or_hangs() {
         }
     }
 }
+
+#[test]
+fn long_symlink_target_in_a_non_resident_reparse_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = "segment/".repeat(120) + "end";
+    let img = make_image(
+        dir.path(),
+        8,
+        &format!("symlink /long {target}\nfile /f text:f\n"),
+    );
+    let vol = open_image(&img);
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty(), "{errors:?}");
+    let e = entries.iter().find(|e| e.path == "/long").unwrap();
+    let file = vol.load(e.id.node).unwrap();
+    let rp = file
+        .attributes
+        .iter()
+        .find(|a| a.type_code == AT_REPARSE_POINT)
+        .unwrap();
+    assert!(
+        rp.resident_value().is_none(),
+        "fixture did not make the reparse point non-resident"
+    );
+    assert_eq!(e.kind, EntryKind::Symlink);
+    assert_eq!(e.size, target.len() as u64);
+    assert_eq!(content(&vol, e).unwrap(), target.as_bytes());
+}
