@@ -29,6 +29,8 @@ pub struct BootSector {
     pub total_clusters: u64,
     /// First cluster of `$MFT`.
     pub mft_lcn: u64,
+    /// First cluster of `$MFTMirr` (copy of the first MFT records), if inside the volume.
+    pub mft_mirror_lcn: Option<u64>,
     /// Bytes per MFT record.
     pub record_size: u64,
     /// Volume serial number.
@@ -107,6 +109,7 @@ impl BootSector {
             cluster_size,
             total_clusters,
             mft_lcn,
+            mft_mirror_lcn: le::u64(sector, 0x38).filter(|&l| l < total_clusters),
             record_size,
             serial: le::u64(sector, 0x48).unwrap_or(0),
         })

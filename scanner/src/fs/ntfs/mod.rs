@@ -76,6 +76,26 @@ const MAX_REPARSE_BYTES: u64 = 16 * 1024 + 8;
 /// Directory under which files unreachable from the root are listed.
 const ORPHAN_DIR: &str = "/$OrphanFiles";
 
+/// The error for a record 0 that neither the MFT nor its mirror holds.
+fn primary_with_mirror(primary: &Error) -> Error {
+    match primary {
+        Error::Corrupt {
+            object,
+            offset,
+            detail,
+        } => Error::corrupt(
+            object.clone(),
+            *offset,
+            format!("{detail} (and $MFTMirr is unusable too)"),
+        ),
+        other => Error::corrupt(
+            "NTFS volume",
+            0,
+            format!("{other} (and $MFTMirr is unusable too)"),
+        ),
+    }
+}
+
 /// Whether the first sector of `src` is an NTFS boot sector with a sane BPB.
 pub fn probe(src: &dyn BlockSource) -> Result<bool> {
     if src.size() < 512 {
@@ -128,15 +148,31 @@ impl NtfsVolume {
         let name = src.name().to_string();
         let rs = boot.record_size;
         let pos = boot.mft_lcn * boot.cluster_size;
-        let mut buf = read_vec(src.as_ref(), pos, rs, rs)?;
-        let loc = RecordLocation {
-            volume: &name,
-            number: 0,
-            volume_offset: pos,
+        let mut notes = Vec::new();
+        let read_rec0 = |at: u64| -> Result<MftRecord> {
+            let mut buf = read_vec(src.as_ref(), at, rs, rs)?;
+            let loc = RecordLocation {
+                volume: &name,
+                number: 0,
+                volume_offset: at,
+            };
+            MftRecord::parse(&mut buf, &loc)?
+                .filter(MftRecord::in_use)
+                .ok_or_else(|| Error::corrupt(&name, at, "MFT record 0 ($MFT) is not in use"))
         };
-        let rec0 = MftRecord::parse(&mut buf, &loc)?
-            .filter(MftRecord::in_use)
-            .ok_or_else(|| Error::corrupt(&name, pos, "MFT record 0 ($MFT) is not in use"))?;
+        // Record 0 is the key to everything else: fall back to its copy in $MFTMirr.
+        let rec0 = match read_rec0(pos) {
+            Ok(r) => r,
+            Err(primary) => {
+                let mirror = boot
+                    .mft_mirror_lcn
+                    .and_then(|l| l.checked_mul(boot.cluster_size))
+                    .ok_or_else(|| Error::corrupt(&name, pos, format!("{primary}; no $MFTMirr")))?;
+                let r = read_rec0(mirror).map_err(|_| primary_with_mirror(&primary))?;
+                notes.push(format!("$MFT record 0 read from $MFTMirr: {primary}"));
+                r
+            }
+        };
         let mut extents: Vec<Attribute> = rec0
             .attributes
             .iter()
@@ -155,7 +191,6 @@ impl NtfsVolume {
         let mut mft = build(&extents)?;
         // A very fragmented $MFT keeps further $DATA extents in extension records, located
         // through record 0's attribute list: fetch them with the mapping known so far.
-        let mut notes = Vec::new();
         let mut vol = NtfsVolume {
             src: src.clone(),
             boot,
@@ -184,8 +219,7 @@ impl NtfsVolume {
             wanted.truncate(MAX_EXTENSION_RECORDS);
             for n in wanted {
                 match vol.read_record(n) {
-                    Ok(Some(r)) if r.in_use() && r.base == 0 => {}
-                    Ok(Some(r)) if r.in_use() => {
+                    Ok(Some(r)) if r.in_use() && r.is_extension() && r.base == 0 => {
                         extents.extend(
                             r.attributes
                                 .into_iter()
@@ -196,7 +230,9 @@ impl NtfsVolume {
                             vol.mft = mft.clone();
                         }
                     }
-                    Ok(_) => notes.push(format!("$MFT extension record {n} is not in use")),
+                    Ok(_) => notes.push(format!(
+                        "$MFT extension record {n} is not an in-use extension of record 0"
+                    )),
                     Err(e) => notes.push(format!("$MFT extension record {n}: {e}")),
                 }
             }
@@ -314,7 +350,7 @@ impl NtfsVolume {
     fn load(&self, n: u64) -> Result<FileRecord> {
         let rec = self
             .read_record(n)?
-            .filter(|r| r.in_use() && r.base == 0)
+            .filter(|r| r.in_use() && !r.is_extension())
             .ok_or_else(|| {
                 Error::corrupt(
                     self.object(),
@@ -384,7 +420,7 @@ impl NtfsVolume {
                 .ok_or_else(|| exhausted(self.object()))?;
             let ext = self.read_record(n)?;
             match ext {
-                Some(r) if r.in_use() && r.base == file.number => {
+                Some(r) if r.in_use() && r.is_extension() && r.base == file.number => {
                     file.attributes.extend(r.attributes)
                 }
                 _ => {
@@ -618,7 +654,7 @@ impl NtfsVolume {
             volume_offset: self.record_offset(n),
         };
         let rec = match MftRecord::parse(raw, &loc) {
-            Ok(Some(r)) if r.in_use() && r.base == 0 => r,
+            Ok(Some(r)) if r.in_use() && !r.is_extension() => r,
             Ok(_) => return,
             Err(error) => {
                 visit(WalkEvent::Error {

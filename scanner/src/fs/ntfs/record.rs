@@ -68,8 +68,11 @@ pub struct MftRecord {
     pub sequence: u16,
     /// Header flags ([`FLAG_IN_USE`], [`FLAG_DIRECTORY`]).
     pub flags: u16,
-    /// Record number of the base record for an extension record, 0 for a base record.
+    /// Record number of the base record for an extension record (see
+    /// [`MftRecord::is_extension`]: extension records of `$MFT` itself have base 0 too).
     pub base: u64,
+    /// The raw base reference: 0 exactly for base records.
+    pub base_ref: u64,
     /// The attributes, in record order.
     pub attributes: Vec<Attribute>,
 }
@@ -78,6 +81,11 @@ impl MftRecord {
     /// Whether the record is in use.
     pub fn in_use(&self) -> bool {
         self.flags & FLAG_IN_USE != 0
+    }
+
+    /// Whether this is an extension record of another (base) record.
+    pub fn is_extension(&self) -> bool {
+        self.base_ref != 0
     }
 
     /// Parses the record in `buf` (exactly one record, fixups not yet applied; they are applied
@@ -101,11 +109,13 @@ impl MftRecord {
                 sequence,
                 flags,
                 base: 0,
+                base_ref: 0,
                 attributes: Vec::new(),
             }));
         }
         apply_fixups(buf, loc)?;
-        let base = ref_record(le::u64(buf, 0x20).unwrap_or(0));
+        let base_ref = le::u64(buf, 0x20).unwrap_or(0);
+        let base = ref_record(base_ref);
         let used = le::u32(buf, 0x18).unwrap_or(0) as usize;
         if used > buf.len() || used < HEADER_LEN {
             return Err(loc.corrupt(0x18, format!("bytes in use {used} outside the record")));
@@ -119,6 +129,7 @@ impl MftRecord {
             sequence,
             flags,
             base,
+            base_ref,
             attributes: Vec::new(),
         };
         let body = buf.get(..used).unwrap_or(&[]);

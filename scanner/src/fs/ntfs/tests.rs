@@ -722,3 +722,25 @@ fn long_symlink_target_in_a_non_resident_reparse_point() {
     assert_eq!(e.size, target.len() as u64);
     assert_eq!(content(&vol, e).unwrap(), target.as_bytes());
 }
+
+#[test]
+fn damaged_mft_record_0_falls_back_to_the_mirror() {
+    let (_d, mut bytes, vol, map) = hostile_fixture();
+    let at = record_at(&vol, 0);
+    bytes[at + 510] ^= 0xFF;
+    let vol = mem_volume(bytes.clone());
+    assert!(
+        vol.notes().iter().any(|n| n.contains("$MFTMirr")),
+        "{:?}",
+        vol.notes()
+    );
+    let (entries, _) = walk_all(&vol);
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    let want: Vec<&str> = map.keys().map(String::as_str).collect();
+    assert_eq!(paths.len(), want.len());
+    // Both copies damaged: a clear error naming the volume.
+    let mirror = (vol.boot.mft_mirror_lcn.unwrap() * vol.boot.cluster_size) as usize;
+    bytes[mirror + 510] ^= 0xFF;
+    let err = NtfsVolume::open(Arc::new(MemSource::new(bytes, "hostile.img"))).unwrap_err();
+    assert!(err.to_string().contains("$MFTMirr is unusable"), "{err}");
+}
