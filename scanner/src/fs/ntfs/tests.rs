@@ -744,3 +744,152 @@ fn damaged_mft_record_0_falls_back_to_the_mirror() {
     let err = NtfsVolume::open(Arc::new(MemSource::new(bytes, "hostile.img"))).unwrap_err();
     assert!(err.to_string().contains("$MFTMirr is unusable"), "{err}");
 }
+
+/// Applies the update sequence array to a record built in memory (the inverse of
+/// `apply_fixups`), with update sequence number `usn`.
+fn protect(rec: &mut [u8], usn: u16) {
+    let usa = usize::from(crate::block::le::u16(rec, 4).unwrap());
+    rec[usa..usa + 2].copy_from_slice(&usn.to_le_bytes());
+    for i in 1..=rec.len() / 512 {
+        let tail = i * 512 - 2;
+        let (a, b) = (rec[tail], rec[tail + 1]);
+        rec[usa + 2 * i] = a;
+        rec[usa + 2 * i + 1] = b;
+        rec[tail..tail + 2].copy_from_slice(&usn.to_le_bytes());
+    }
+}
+
+/// A non-resident unnamed $DATA attribute mapping `len` clusters at `lcn` from VCN `low`.
+fn data_extent(low: u64, len: u64, lcn: u64, sizes: u64, id: u16) -> Vec<u8> {
+    let mut a = vec![0u8; 0x50];
+    a[0..4].copy_from_slice(&AT_DATA.to_le_bytes());
+    a[4..8].copy_from_slice(&0x50u32.to_le_bytes());
+    a[8] = 1;
+    a[0x0A..0x0C].copy_from_slice(&0x40u16.to_le_bytes());
+    a[0x0E..0x10].copy_from_slice(&id.to_le_bytes());
+    a[0x10..0x18].copy_from_slice(&low.to_le_bytes());
+    a[0x18..0x20].copy_from_slice(&(low + len - 1).to_le_bytes());
+    a[0x20..0x22].copy_from_slice(&0x40u16.to_le_bytes());
+    for f in [0x28usize, 0x30, 0x38] {
+        a[f..f + 8].copy_from_slice(&sizes.to_le_bytes());
+    }
+    a[0x40] = 0x44;
+    a[0x41..0x45].copy_from_slice(&(len as u32).to_le_bytes());
+    a[0x45..0x49].copy_from_slice(&(lcn as u32).to_le_bytes());
+    a
+}
+
+/// Rewrites `$MFT` as a two-extent attribute: record 0 keeps VCNs 0-7 and gets an attribute
+/// list naming extension record 17, which maps the rest. Files live past VCN 7, so they are
+/// found only if the bootstrap through the attribute list works.
+#[test]
+fn mft_split_over_an_attribute_list() {
+    let (_d, mut bytes, vol, map) = hostile_fixture();
+    let StreamData::NonResident(nr) = &vol.mft else {
+        panic!("resident $MFT")
+    };
+    assert_eq!(nr.runs.len(), 1, "fixture $MFT is fragmented already");
+    let (lcn, clusters) = (nr.runs[0].lcn.unwrap(), nr.runs[0].len);
+    let split = 8u64;
+    assert!(map.values().all(|e| e.id.node * 1024 / 4096 >= split));
+    let base = (lcn * 4096) as usize;
+    // Raw attributes of record 0 to keep: $STANDARD_INFORMATION, $FILE_NAME, $BITMAP.
+    let mut rec0 = bytes[base..base + 1024].to_vec();
+    let loc = RecordLocation {
+        volume: "t",
+        number: 0,
+        volume_offset: 0,
+    };
+    record::apply_fixups(&mut rec0, &loc).unwrap();
+    let mut keep = Vec::new();
+    let mut at = usize::from(crate::block::le::u16(&rec0, 0x14).unwrap());
+    loop {
+        let t = crate::block::le::u32(&rec0, at).unwrap();
+        if t == 0xFFFF_FFFF {
+            break;
+        }
+        let len = crate::block::le::u32(&rec0, at + 4).unwrap() as usize;
+        if t != AT_DATA {
+            keep.push((t, rec0[at..at + len].to_vec()));
+        }
+        at += len;
+    }
+    let entry = |t: u32, vcn: u64, record: u64| {
+        let mut e = vec![0u8; 0x20];
+        e[0..4].copy_from_slice(&t.to_le_bytes());
+        e[4..6].copy_from_slice(&0x20u16.to_le_bytes());
+        e[6] = 0;
+        e[7] = 0x1A;
+        e[8..16].copy_from_slice(&vcn.to_le_bytes());
+        e[16..24].copy_from_slice(&(record | (1 << 48)).to_le_bytes());
+        e
+    };
+    let mut list_value = Vec::new();
+    for (t, _) in &keep {
+        list_value.extend(entry(*t, 0, 0));
+    }
+    list_value.extend(entry(AT_DATA, 0, 0));
+    list_value.extend(entry(AT_DATA, split, 17));
+    let mut list = vec![0u8; 0x18];
+    list[0..4].copy_from_slice(&AT_ATTRIBUTE_LIST.to_le_bytes());
+    list[0x10..0x14].copy_from_slice(&(list_value.len() as u32).to_le_bytes());
+    list[0x14..0x16].copy_from_slice(&0x18u16.to_le_bytes());
+    list[0x0E] = 0x20;
+    list.extend(&list_value);
+    let list_len = list.len() as u32;
+    list[4..8].copy_from_slice(&list_len.to_le_bytes());
+    let total = clusters * 4096;
+    let mut attrs: Vec<Vec<u8>> = Vec::new();
+    for (t, a) in &keep {
+        if *t == AT_STANDARD_INFORMATION {
+            attrs.push(a.clone());
+            attrs.push(list.clone());
+        }
+    }
+    for (t, a) in &keep {
+        if *t != AT_STANDARD_INFORMATION {
+            attrs.push(a.clone());
+        }
+    }
+    attrs.push(data_extent(0, split, lcn, total, 0x21));
+    let build = |attrs: &[Vec<u8>], base_ref: u64, number: u32| {
+        let mut r = vec![0u8; 1024];
+        r[0..4].copy_from_slice(b"FILE");
+        r[4..6].copy_from_slice(&0x30u16.to_le_bytes());
+        r[6..8].copy_from_slice(&3u16.to_le_bytes());
+        r[0x10..0x12].copy_from_slice(&1u16.to_le_bytes());
+        r[0x14..0x16].copy_from_slice(&0x38u16.to_le_bytes());
+        r[0x16..0x18].copy_from_slice(&1u16.to_le_bytes());
+        r[0x1C..0x20].copy_from_slice(&1024u32.to_le_bytes());
+        r[0x20..0x28].copy_from_slice(&base_ref.to_le_bytes());
+        r[0x28..0x2A].copy_from_slice(&0x30u16.to_le_bytes());
+        r[0x2C..0x30].copy_from_slice(&number.to_le_bytes());
+        let mut at = 0x38;
+        for a in attrs {
+            r[at..at + a.len()].copy_from_slice(a);
+            at += a.len();
+        }
+        r[at..at + 4].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        r[0x18..0x1C].copy_from_slice(&((at + 8) as u32).to_le_bytes());
+        protect(&mut r, 0x0707);
+        r
+    };
+    let new0 = build(&attrs, 0, 0);
+    let ext = build(
+        &[data_extent(split, clusters - split, lcn + split, 0, 0)],
+        1 << 48,
+        17,
+    );
+    bytes[base..base + 1024].copy_from_slice(&new0);
+    bytes[base + 17 * 1024..base + 18 * 1024].copy_from_slice(&ext);
+
+    let vol = mem_volume(bytes);
+    assert!(vol.notes().is_empty(), "{:?}", vol.notes());
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty(), "{errors:?}");
+    let got: Vec<&String> = entries.iter().map(|e| &e.path).collect();
+    let want: Vec<&String> = map.keys().collect();
+    assert_eq!(got, want);
+    let e = entries.iter().find(|e| e.path == "/c/i.txt").unwrap();
+    assert_eq!(content(&vol, e).unwrap(), b"i");
+}
