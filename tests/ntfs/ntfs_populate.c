@@ -25,6 +25,9 @@
  *                                  point to TARGET (relative flag set unless TARGET starts '/')
  *   junction PATH TARGET           create a directory that is an IO_REPARSE_TAG_MOUNT_POINT
  *                                  reparse point to TARGET (written as \??\TARGET)
+ *   dosname PATH SHORT             give the existing file PATH the DOS 8.3 alias SHORT (ASCII,
+ *                                  e.g. LONGFI~1.TXT), as Windows does: its long name becomes
+ *                                  the Win32 namespace, SHORT the DOS namespace
  *   encrypt PATH                   set FILE_ATTR_ENCRYPTED on an existing file (an EFS marker:
  *                                  the content stays plain, readers must refuse it)
  *   wof PATH ALGO SIZE DATA        create a CompactOS file: IO_REPARSE_TAG_WOF reparse point
@@ -309,6 +312,13 @@ int main(int argc, char **argv)
 			ntfs_inode *ni = create(f[1], S_IFDIR);
 			link_reparse(ni, f[2], 1);
 			ntfs_inode_close(ni);
+		} else if (!strcmp(cmd, "dosname") && nf == 3) {
+			ntfs_inode *ni = open_path(f[1]);
+			ntfschar name[512];
+			int n;
+			ntfs_inode *dir = open_parent(f[1], name, &n);
+			/* Closes both inodes itself, on success and on failure. */
+			if (ntfs_set_ntfs_dos_name(ni, dir, f[2], strlen(f[2]), 0)) die("dosname", f[2]);
 		} else if (!strcmp(cmd, "encrypt") && nf == 2) {
 			ntfs_inode *ni = open_path(f[1]);
 			ni->flags |= FILE_ATTR_ENCRYPTED;

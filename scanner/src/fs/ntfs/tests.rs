@@ -172,6 +172,8 @@ symlink /ln docs/readme.txt
 junction /jn C:\\Windows
 mkdir /Ünïcödé
 file /Ünïcödé/日本語.txt text:nihongo
+file /Ünïcödé/Long%20File%20Name.txt text:long
+dosname /Ünïcödé/Long%20File%20Name.txt LONGFI~1.TXT
 file /secret.txt text:secret
 encrypt /secret.txt
 wof /compact.exe 3 100000 fill:ab:3000
@@ -215,6 +217,7 @@ wof /compact.exe 3 100000 fill:ab:3000
     put("/jn", Symlink, Some(b"C:\\Windows"));
     put("/Ünïcödé", Dir, Some(b""));
     put("/Ünïcödé/日本語.txt", File, Some(b"nihongo"));
+    put("/Ünïcödé/Long File Name.txt", File, Some(b"long"));
     put("/secret.txt", File, None);
     put("/compact.exe", File, None);
     put("/compact.exe:WofCompressedData", File, Some(&[0xAB; 3000]));
@@ -284,6 +287,18 @@ fn walk_matches_the_planted_tree() {
     assert!(
         nr.runs.iter().any(|r| r.lcn.is_none()),
         "no sparse tail: not compressed"
+    );
+    // The DOS alias exists on disk but is not listed.
+    let long = vol
+        .load(seen["/Ünïcödé/Long File Name.txt"].id.node)
+        .unwrap();
+    let node = vol.describe(&long);
+    assert!(
+        node.names
+            .iter()
+            .any(|n| n.namespace == attribute::NAMESPACE_DOS && n.name == "LONGFI~1.TXT"),
+        "{:?}",
+        node.names
     );
     // Metafiles and the $Extend subtree are never listed.
     assert!(entries
