@@ -8,7 +8,8 @@
  * SPEC is read from stdin, one command per line; blank lines and lines starting with '#' are
  * ignored. Fields are separated by single spaces or tabs. PATHs are absolute, '/'-separated,
  * UTF-8 (any Unicode), with %XX escapes for bytes that cannot appear literally (%20 space,
- * %25 '%'). Parents must exist (create them with mkdir first). Commands:
+ * %25 '%'; also decoded in stream NAMEs, in text: data and in absolute link TARGETs).
+ * Parents must exist (create them with mkdir first). Commands:
  *
  *   mkdir PATH                     create a directory
  *   compressdir PATH               create a directory with FILE_ATTR_COMPRESSED: files and named
@@ -38,7 +39,7 @@
  * DATA is one of:
  *   hex:0123abcd        the bytes given in hex (may be empty: "hex:")
  *   text:WORD           the bytes of WORD (no spaces; %XX escapes allowed)
- *   @HOSTPATH           the content of a host file
+ *   @HOSTPATH           the content of a host file (relative to the current directory)
  *   zero:N              N zero bytes
  *   fill:HH:N           N bytes of value 0xHH
  *
