@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context};
+use std::io::Write;
+
+use anyhow::{ensure, Context};
 
 use crate::content::Content;
-use crate::images::{host_path, materialize};
 use crate::tools::{check, check_with, command};
 use crate::tree::{Node, Tree};
 
@@ -64,35 +65,97 @@ pub fn ntfs_image(img: &Path, size: u64, sector: u32, tree: &Tree) -> anyhow::Re
             ])
             .arg(img),
     )?;
-    // File contents come from a staging copy of the tree; the populator copies them.
-    let staging = img.with_extension("staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    let mut plain = tree.clone();
-    plain
-        .nodes
-        .retain(|_, n| matches!(n, Node::File(_) | Node::Sparse { .. } | Node::Dir));
-    materialize(&plain, &staging)?;
-    let script = populate_script(tree, &staging)?;
-    std::fs::write(img.with_extension("script"), &script)?;
+    // Contents go through host files with plain names (blob-N), so no path needs escaping
+    // inside DATA.
+    let blobs = img.with_extension("blobs");
+    let _ = std::fs::remove_dir_all(&blobs);
+    std::fs::create_dir_all(&blobs)?;
+    let script = populate_script(tree, &blobs)?;
     check_with(
         command(&bin.display().to_string()).arg(img),
         script.as_bytes(),
     )
     .context("populating NTFS")?;
-    std::fs::remove_dir_all(&staging)?;
-    std::fs::remove_file(img.with_extension("script"))?;
+    std::fs::remove_dir_all(&blobs)?;
     Ok(())
 }
 
+/// Escapes a path for the populator: `%XX` for `%`, spaces and control characters.
+fn escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c == '%' || (c as u32) <= 0x20 || c == '\u{7f}' {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The populator's input for `tree` (format documented at the top of the populator source).
-fn populate_script(tree: &Tree, staging: &Path) -> anyhow::Result<String> {
-    let _ = (
-        tree,
-        staging,
-        host_path as fn(&Path, &str) -> PathBuf,
-        Content::text,
-    );
-    bail!("NTFS populator input format not wired yet")
+/// Content is written to files in `blobs` and referenced as `@HOSTPATH`.
+fn populate_script(tree: &Tree, blobs: &Path) -> anyhow::Result<String> {
+    let mut n = 0u32;
+    let mut blob = |c: &Content| -> anyhow::Result<String> {
+        if c.is_empty() {
+            return Ok("hex:".to_string());
+        }
+        n += 1;
+        let p = blobs.join(format!("blob-{n}"));
+        let mut f = std::fs::File::create(&p)?;
+        c.for_each_chunk(&mut |b| f.write_all(b))?;
+        let s = p.display().to_string();
+        ensure!(
+            !s.contains(|c: char| c == '%' || c.is_whitespace()),
+            "blob path {s:?} needs escaping"
+        );
+        Ok(format!("@{s}"))
+    };
+    let mut s = String::new();
+    for (path, node) in &tree.nodes {
+        let p = escape(path);
+        match node {
+            Node::Dir if tree.compressed_dirs.contains(path) => {
+                s.push_str(&format!("compressdir {p}\n"))
+            }
+            Node::Dir => s.push_str(&format!("mkdir {p}\n")),
+            Node::File(c) => s.push_str(&format!("file {p} {}\n", blob(c)?)),
+            Node::Sparse { size, runs } => {
+                // The populator has no truncate: a file ending in a hole gets one explicit zero
+                // byte at its end, which leaves its content unchanged.
+                let mut runs = runs.clone();
+                let end = runs.last().map_or(0, |(o, c)| o + c.len());
+                if end < *size {
+                    runs.push((size - 1, Content::Bytes(vec![0])));
+                }
+                for (i, (off, c)) in runs.iter().enumerate() {
+                    let cmd = if i == 0 { "sparse" } else { "append" };
+                    s.push_str(&format!("{cmd} {p} {off} {}\n", blob(c)?));
+                }
+                if runs.is_empty() {
+                    s.push_str(&format!("file {p} hex:\n"));
+                }
+            }
+            Node::HardLink(_) | Node::Symlink(_) => {}
+        }
+    }
+    for (path, node) in &tree.nodes {
+        match node {
+            Node::HardLink(t) => s.push_str(&format!("link {} {}\n", escape(t), escape(path))),
+            Node::Symlink(t) => s.push_str(&format!("symlink {} {}\n", escape(path), escape(t))),
+            _ => {}
+        }
+    }
+    for st in &tree.streams {
+        s.push_str(&format!(
+            "stream {} {} {}\n",
+            escape(&st.file),
+            escape(&st.name),
+            blob(&st.content)?
+        ));
+    }
+    Ok(s)
 }
 
 /// Finds the MFT record of the file named `name` and makes its `$DATA` attribute's length
