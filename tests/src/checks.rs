@@ -167,7 +167,11 @@ pub fn ls_matches_manifest(f: &Fixture) -> anyhow::Result<()> {
 fn check_stderr(f: &Fixture, stderr: &str, problems: &mut String) {
     let lower = stderr.to_lowercase();
     for needle in &f.meta.expect.stderr {
-        if !lower.contains(&needle.to_lowercase()) {
+        if !needle
+            .to_lowercase()
+            .split('|')
+            .any(|alt| lower.contains(alt))
+        {
             let _ = writeln!(problems, "stderr does not mention {needle:?}:\n{stderr}");
         }
     }

@@ -159,8 +159,7 @@ fn populate_script(tree: &Tree, blobs: &Path) -> anyhow::Result<String> {
 }
 
 /// Finds the MFT record of the file named `name` and makes its `$DATA` attribute's length
-/// run past the record's end, changing nothing else. Returns the byte offset of the patched
-/// length field.
+/// run past the record's end, changing nothing else. Returns the record number.
 pub fn break_data_attribute(img: &Path, name: &str) -> anyhow::Result<u64> {
     let data = std::fs::read(img)?;
     let boot = data.get(..512).context("image too small")?;
@@ -171,6 +170,7 @@ pub fn break_data_attribute(img: &Path, name: &str) -> anyhow::Result<u64> {
         n => u64::try_from(n)? * cluster,
     };
     let rec_len = usize::try_from(rec_size)?;
+    let mft_start = u64::from_le_bytes(boot[0x30..0x38].try_into()?) * cluster;
     let want: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
     let mut found = None;
     for off in (0..data.len().saturating_sub(rec_len)).step_by(512) {
@@ -224,5 +224,5 @@ pub fn break_data_attribute(img: &Path, name: &str) -> anyhow::Result<u64> {
     let new_len = u32::try_from(rec_size - attr as u64 + 0x100)?;
     let at = rec_off as u64 + field as u64;
     crate::images::patch(img, at, &new_len.to_le_bytes())?;
-    Ok(at)
+    Ok((rec_off as u64 - mft_start) / rec_size)
 }
