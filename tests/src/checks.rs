@@ -285,3 +285,42 @@ pub fn fingerprint(f: &Fixture) -> anyhow::Result<BTreeMap<String, (String, Syst
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{Expectation, FixtureMeta};
+
+    #[test]
+    fn fingerprint_sees_content_and_mtime_changes() {
+        let dir = crate::cache::target_dir().join("fingerprint-selftest");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = Fixture {
+            dir: dir.clone(),
+            meta: FixtureMeta {
+                name: "selftest".into(),
+                description: String::new(),
+                sector_size: 512,
+                scheme: "none".into(),
+                volumes: vec![],
+                expect: Expectation {
+                    exit_code: 0,
+                    stderr: vec![],
+                },
+            },
+        };
+        let disk = dir.join("disk.img");
+        std::fs::write(&disk, b"abc").unwrap();
+        let a = fingerprint(&f).unwrap();
+        assert_eq!(a, fingerprint(&f).unwrap());
+        std::fs::write(&disk, b"abd").unwrap();
+        assert_ne!(a, fingerprint(&f).unwrap());
+        // Same content, new mtime.
+        std::fs::write(&disk, b"abc").unwrap();
+        let file = std::fs::File::options().write(true).open(&disk).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        assert_ne!(a, fingerprint(&f).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
