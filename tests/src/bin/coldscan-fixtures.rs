@@ -5,6 +5,7 @@
 //! coldscan-fixtures build [NAME...]   build (all by default), print each fixture's directory
 //! coldscan-fixtures list              names and descriptions
 //! coldscan-fixtures path NAME         build if needed, print the disk image's path
+//! coldscan-fixtures ntfs-populate-path compile the libntfs-3g populator if needed, print its path
 //! ```
 #![forbid(unsafe_code)]
 
@@ -47,7 +48,12 @@ fn run() -> anyhow::Result<()> {
         Some("path") if args.len() == 2 => {
             println!("{}", fixtures::fixture(&args[1])?.disk().display());
         }
-        _ => anyhow::bail!("usage: coldscan-fixtures build [NAME...] | list | path NAME"),
+        Some("ntfs-populate-path") => {
+            println!("{}", coldscan_tests::ntfs::populator()?.display());
+        }
+        _ => anyhow::bail!(
+            "usage: coldscan-fixtures build [NAME...] | list | path NAME | ntfs-populate-path"
+        ),
     }
     Ok(())
 }
