@@ -111,6 +111,58 @@ fn volume_agrees_with_tsk(disk: &Path, v: &VolumeMeta, manifest: &[Record]) -> a
     Ok(())
 }
 
+/// `coldscan ls` against The Sleuth Kit directly: on every volume TSK reads, the same path
+/// set as `fls -r -p`, and for a sample of files the same content hash as `icat`.
+pub fn ls_agrees_with_tsk(f: &Fixture) -> anyhow::Result<()> {
+    let disk = f.disk();
+    let (listed, _) = coldscan::ls(&disk.display().to_string())?;
+    let mut problems = String::new();
+    for v in f.meta.volumes.iter().filter(|v| v.tsk && v.listed) {
+        let entries = tsk::fls(&disk, v.start)?;
+        let hidden: BTreeSet<&str> = v.tsk_hidden.iter().map(String::as_str).collect();
+        let ours: Vec<&Record> = listed
+            .iter()
+            .filter(|r| r.partition == v.partition && !hidden.contains(r.path.as_str()))
+            .filter(|r| !(v.fs == "ntfs" && r.stream.is_some() && r.size == Some(0)))
+            .collect();
+        let ours_paths: BTreeSet<String> = ours.iter().map(|r| tsk::sanitize(&r.path)).collect();
+        let theirs: BTreeSet<String> = tsk::paths(&entries)
+            .into_iter()
+            .filter(|p| !(v.fs == "ntfs" && p.starts_with("/$")))
+            .collect();
+        if ours_paths != theirs {
+            let missing: Vec<_> = theirs.difference(&ours_paths).collect();
+            let extra: Vec<_> = ours_paths.difference(&theirs).collect();
+            let _ = writeln!(problems, "partition {}: fls lists but coldscan does not: {missing:?}; coldscan lists but fls does not: {extra:?}", v.partition);
+            continue;
+        }
+        let by_path: BTreeMap<String, &tsk::FlsEntry> = entries
+            .iter()
+            .map(|e| (format!("/{}", e.path), e))
+            .collect();
+        let files: Vec<&&Record> = ours.iter().filter(|r| r.kind == "file").collect();
+        for r in sample(&files, 100) {
+            let Some(e) = by_path.get(&tsk::sanitize(&r.path)) else {
+                continue;
+            };
+            let data = tsk::icat(&disk, v.start, &e.addr)?;
+            if Some(sha256_hex(&data)) != r.sha256 {
+                let _ = writeln!(
+                    problems,
+                    "partition {} {}: icat {} and coldscan hashes differ",
+                    v.partition, r.path, e.addr
+                );
+            }
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{}: coldscan and The Sleuth Kit disagree:\n{problems}",
+        f.meta.name
+    );
+    Ok(())
+}
+
 /// `coldscan ls --format jsonl --hash sha256` on the fixture: exit code as expected, and for
 /// every listed volume exactly the manifest's records (paths the fixture marks optional may
 /// appear too); stderr names the expected objects.

@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,24 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Finds `program` in `PATH`, then in `/usr/sbin` and `/sbin`: mke2fs, mkfs.vfat, mkntfs,
+/// sfdisk, debugfs... live there, and a non-root user's `PATH` on Debian does not include them.
+pub fn resolve(program: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// A command with the locale set so that tools handle UTF-8 names (mtools converts names
 /// through the locale's character set) and mtools skips its geometry sanity checks.
 pub fn command(program: &str) -> Command {
-    let mut c = Command::new(program);
+    let mut c = Command::new(resolve(program));
     c.env("LANG", "C.UTF-8")
         .env("LC_ALL", "C.UTF-8")
         .env("MTOOLS_SKIP_CHECK", "1")

@@ -15,6 +15,12 @@ macro_rules! inventory {
             }
 
             #[test]
+            fn ls_agrees_with_the_sleuth_kit() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::ls_agrees_with_tsk(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+
+            #[test]
             fn info_shows_planted_partitions() {
                 let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
                 checks::info_matches(&f).unwrap_or_else(|e| panic!("{e:#}"));
