@@ -462,15 +462,21 @@ fn gpt_mixed(b: &mut Builder) -> anyhow::Result<Outline> {
     let mut ntfs = trees::rich_tree("gpt-mixed-ntfs");
     trees::add_ntfs_parts(&mut ntfs);
     trees::add_big_file(&mut ntfs, "/big/random-101m.bin");
+    // Deep nesting and a large directory on every filesystem kind: a multi-level NTFS index
+    // (B+ tree of INDX blocks), a FAT directory of many clusters of long-name entries (mcopy
+    // is quadratic in the directory size: 2,000 files take minutes).
+    trees::add_deep_nesting(&mut ntfs, 55);
+    trees::add_many_files(&mut ntfs, 10_000);
+    let mut ext4 = trees::rich_tree("gpt-mixed-ext4");
+    trees::add_deep_nesting(&mut ext4, 55);
+    let mut fat = trees::rich_tree("gpt-mixed-fat32");
+    trees::add_deep_nesting(&mut fat, 55);
+    trees::add_many_files(&mut fat, 400);
     b.partitioned(
         "gpt",
         310 * MIB,
         &[
-            (
-                part(1, 48, "L"),
-                FsSpec::ext4(),
-                trees::rich_tree("gpt-mixed-ext4"),
-            ),
+            (part(1, 48, "L"), FsSpec::ext4(), ext4),
             (
                 part(49, 192, GPT_BASIC_DATA),
                 FsSpec::Ntfs { sector: 512 },
@@ -482,7 +488,7 @@ fn gpt_mixed(b: &mut Builder) -> anyhow::Result<Outline> {
                     bits: 32,
                     sector: 512,
                 },
-                trees::rich_tree("gpt-mixed-fat32"),
+                fat,
             ),
         ],
     )?;
