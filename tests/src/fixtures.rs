@@ -197,7 +197,91 @@ pub const FIXTURES: &[FixtureDef] = &[
         needs_ntfs: true,
         build: ntfs_attr_overrun,
     },
+    FixtureDef {
+        name: "mbr-logical-qcow2",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| converted(b, "qcow2", &["-O", "qcow2"]),
+    },
+    FixtureDef {
+        name: "mbr-logical-qcow2-zstd",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "qcow2 (compressed clusters, zstd)",
+                &["-c", "-O", "qcow2", "-o", "compression_type=zstd"],
+            )
+        },
+    },
+    FixtureDef {
+        name: "mbr-logical-vmdk",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "VMDK monolithicSparse",
+                &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
+            )
+        },
+    },
+    FixtureDef {
+        name: "mbr-logical-vmdk-stream",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "VMDK streamOptimized",
+                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            )
+        },
+    },
+    FixtureDef {
+        name: "mbr-logical-vhdx",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| converted(b, "VHDX (dynamic)", &["-O", "vhdx"]),
+    },
+    FixtureDef {
+        name: "mbr-logical-vhd",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "VHD (dynamic)",
+                &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
+            )
+        },
+    },
 ];
+
+/// The raw fixture the disk-format fixtures are converted from.
+const CONVERTED_BASE: &str = "mbr-logical";
+
+/// The `mbr-logical` disk converted with `qemu-img convert ARGS` into another image format:
+/// same volumes, same manifest, reached through the format's layer. TSK is not asked (its
+/// image-format support depends on how it was built).
+fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Result<Outline> {
+    let base = fixture(CONVERTED_BASE)?;
+    crate::tools::check(
+        crate::tools::command("qemu-img")
+            .arg("convert")
+            .args(args)
+            .arg(base.disk())
+            .arg(b.disk()),
+    )?;
+    b.records = base.manifest()?;
+    b.volumes = base.meta.volumes.clone();
+    for v in &mut b.volumes {
+        v.tsk = false;
+    }
+    let description = format!("{} converted to {format} with qemu-img", base.meta.name);
+    Ok(Outline::ok(&description, base.meta.sector_size, "mbr"))
+}
 
 /// Looks a fixture up by name.
 pub fn def(name: &str) -> anyhow::Result<&'static FixtureDef> {
@@ -238,16 +322,16 @@ pub fn fixture(name: &str) -> anyhow::Result<Fixture> {
 /// What a build function says about the fixture it built.
 #[derive(Debug)]
 pub struct Outline {
-    description: &'static str,
+    description: String,
     sector_size: u32,
     scheme: &'static str,
     expect: Expectation,
 }
 
 impl Outline {
-    fn ok(description: &'static str, sector_size: u32, scheme: &'static str) -> Outline {
+    fn ok(description: &str, sector_size: u32, scheme: &'static str) -> Outline {
         Outline {
-            description,
+            description: description.to_string(),
             sector_size,
             scheme,
             expect: Expectation {
@@ -258,13 +342,13 @@ impl Outline {
     }
 
     fn broken(
-        description: &'static str,
+        description: &str,
         sector_size: u32,
         scheme: &'static str,
         stderr: &[&str],
     ) -> Outline {
         Outline {
-            description,
+            description: description.to_string(),
             sector_size,
             scheme,
             expect: Expectation {

@@ -43,4 +43,10 @@ inventory! {
     ext4_dirty_journal_csum => "ext4-dirty-journal-csum",
     ext4_dirty_journal_plain => "ext4-dirty-journal-plain",
     ext3_sparse => "ext3-sparse",
+    mbr_logical_qcow2 => "mbr-logical-qcow2",
+    mbr_logical_qcow2_zstd => "mbr-logical-qcow2-zstd",
+    mbr_logical_vmdk => "mbr-logical-vmdk",
+    mbr_logical_vmdk_stream => "mbr-logical-vmdk-stream",
+    mbr_logical_vhdx => "mbr-logical-vhdx",
+    mbr_logical_vhd => "mbr-logical-vhd",
 }
