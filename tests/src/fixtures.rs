@@ -180,6 +180,12 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: partition_past_end,
     },
     FixtureDef {
+        name: "gpt-partition-past-end",
+        malformed: true,
+        needs_ntfs: false,
+        build: gpt_partition_past_end,
+    },
+    FixtureDef {
         name: "mbr-ext-loop",
         malformed: true,
         needs_ntfs: false,
@@ -905,6 +911,35 @@ fn partition_past_end(b: &mut Builder) -> anyhow::Result<Outline> {
         "MBR disk whose partition 2 entry extends past the end of the disk",
         512,
         "mbr",
+        &["partition 2"],
+    ))
+}
+
+fn gpt_partition_past_end(b: &mut Builder) -> anyhow::Result<Outline> {
+    b.partitioned(
+        "gpt",
+        80 * MIB,
+        &[
+            (
+                part(1, 32, "L"),
+                FsSpec::ext4(),
+                small_tree("gpt-past-end-1"),
+            ),
+            (
+                part(33, 32, "L"),
+                FsSpec::ext4(),
+                small_tree("gpt-past-end-2"),
+            ),
+        ],
+    )?;
+    // Entry 2's last LBA now lies far past the disk; both headers and the entry array CRC are
+    // recomputed, so the table itself is valid and only the partition is impossible.
+    images::gpt_set_last_lba(&b.disk(), 512, 1, 160 * MIB_S)?;
+    b.unlist(2);
+    Ok(Outline::broken(
+        "GPT disk (valid CRCs) whose partition 2 ends past the end of the disk",
+        512,
+        "gpt",
         &["partition 2"],
     ))
 }

@@ -337,3 +337,38 @@ pub fn read_at(path: &Path, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> 
     f.read_exact_at(&mut buf, offset)?;
     Ok(buf)
 }
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Sets the last LBA of GPT entry `index` (0-based) in both the primary and the backup table
+/// of `disk`, recomputing the entry-array and header CRC32s (UEFI 2.10 section 5.3) so that
+/// the tables stay valid.
+pub fn gpt_set_last_lba(disk: &Path, sector: u64, index: u64, last_lba: u64) -> anyhow::Result<()> {
+    let primary = read_at(disk, sector, 512)?;
+    ensure!(&primary[..8] == b"EFI PART", "no GPT header at LBA 1");
+    let backup_lba = le64(&primary, 0x20);
+    for header_lba in [1, backup_lba] {
+        let mut h = read_at(disk, header_lba * sector, 512)?;
+        ensure!(&h[..8] == b"EFI PART", "no GPT header at LBA {header_lba}");
+        let entries_lba = le64(&h, 0x48);
+        let count = u64::from(le32(&h, 0x50));
+        let size = u64::from(le32(&h, 0x54));
+        let mut entries = read_at(disk, entries_lba * sector, usize::try_from(count * size)?)?;
+        let at = usize::try_from(index * size + 0x28)?;
+        entries[at..at + 8].copy_from_slice(&last_lba.to_le_bytes());
+        patch(disk, entries_lba * sector, &entries)?;
+        h[0x58..0x5c].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+        let header_size = usize::try_from(le32(&h, 0x0c))?;
+        h[0x10..0x14].copy_from_slice(&[0; 4]);
+        let crc = crc32fast::hash(&h[..header_size]);
+        h[0x10..0x14].copy_from_slice(&crc.to_le_bytes());
+        patch(disk, header_lba * sector, &h[..header_size])?;
+    }
+    Ok(())
+}

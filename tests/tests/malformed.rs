@@ -25,6 +25,7 @@ malformed! {
     zeroed_superblock => "zeroed-superblock",
     gpt_corrupt_primary => "gpt-corrupt-primary",
     partition_past_end => "partition-past-end",
+    gpt_partition_past_end => "gpt-partition-past-end",
     mbr_ext_loop => "mbr-ext-loop",
     ext4_dir_loop => "ext4-dir-loop",
     ntfs_attr_overrun => "ntfs-attr-overrun",

@@ -26,5 +26,6 @@ tsk_agrees! {
     zeroed_superblock => "zeroed-superblock",
     gpt_corrupt_primary => "gpt-corrupt-primary",
     partition_past_end => "partition-past-end",
+    gpt_partition_past_end => "gpt-partition-past-end",
     mbr_ext_loop => "mbr-ext-loop",
 }
