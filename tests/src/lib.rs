@@ -1,4 +1,23 @@
 //! coldscan's fixture factory: builds guest disks with known content and writes a ground-truth
-//! manifest of what it planted (DESIGN.md section 5). Fixtures are cached under `target/fixtures`.
+//! manifest of what it planted (DESIGN.md section 5). Fixtures are cached under
+//! `target/fixtures`. Also holds what the end-to-end tests share: running `coldscan` and The
+//! Sleuth Kit and comparing listings.
 #![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod checks;
+pub mod coldscan;
+pub mod content;
+pub mod fixtures;
+pub mod images;
+pub mod journal;
+pub mod manifest;
+pub mod ntfs;
+pub mod tools;
+pub mod tree;
+pub mod trees;
 pub mod testdb;
+pub mod tsk;
+
+pub use fixtures::{fixture, Fixture, FixtureMeta, VolumeMeta, FIXTURES};
+pub use manifest::Record;

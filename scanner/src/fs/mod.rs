@@ -251,8 +251,12 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
 /// Opens `volume` as a filesystem of `kind`.
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
     Ok(match kind {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => std::sync::Arc::new(ext::ExtVolume::open(volume)?),
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+            std::sync::Arc::new(ext::ExtVolume::open(volume)?)
+        }
         FsKind::Ntfs => std::sync::Arc::new(ntfs::NtfsVolume::open(volume)?),
-        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => std::sync::Arc::new(fat::FatVolume::open(volume)?),
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
+            std::sync::Arc::new(fat::FatVolume::open(volume)?)
+        }
     })
 }

@@ -1,0 +1,1056 @@
+//! The fixture catalogue: every guest disk the end-to-end tests use, how each is built, and
+//! what `coldscan` must say about it (ground-truth manifest, expected exit code and problems).
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::cache;
+use crate::images::{self, ExtOptions, PartSpec, Placed};
+use crate::manifest::{self, Record};
+use crate::tree::{Flavour, Node, Tree};
+use crate::trees::{self, MIB};
+
+/// File name of the disk image inside a fixture directory.
+pub const DISK_FILE: &str = "disk.img";
+/// File name of the ground-truth manifest inside a fixture directory.
+pub const MANIFEST_FILE: &str = "manifest.jsonl";
+/// File name of the fixture description inside a fixture directory.
+pub const META_FILE: &str = "fixture.json";
+
+/// One volume of a fixture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMeta {
+    /// Partition index (0 for a whole-disk filesystem).
+    pub partition: u32,
+    /// Filesystem kind as `coldscan` names it.
+    pub fs: String,
+    /// Byte offset on the disk.
+    pub start: u64,
+    /// Byte length.
+    pub size: u64,
+    /// Whether the manifest holds this volume's content and `coldscan ls` must match it. False
+    /// for volumes a malformed fixture destroys on purpose.
+    pub listed: bool,
+    /// Whether The Sleuth Kit reads this volume (compare with `fls`/`icat`).
+    pub tsk: bool,
+    /// Manifest paths TSK cannot see (planted only in a journal that TSK does not replay).
+    pub tsk_hidden: Vec<String>,
+    /// Paths `coldscan` may list or not (a directory entry that closes a loop, the record a
+    /// malformed fixture breaks), beyond the manifest.
+    pub optional: Vec<String>,
+}
+
+/// What `coldscan ls`/`info` must do on a fixture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectation {
+    /// Exit code of `ls` and `info`.
+    pub exit_code: i32,
+    /// Strings stderr must contain (case-insensitive): the object and where. `a|b` accepts
+    /// either.
+    pub stderr: Vec<String>,
+}
+
+/// Description of a built fixture (`fixture.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixtureMeta {
+    /// Fixture name.
+    pub name: String,
+    /// What it is and what it tests.
+    pub description: String,
+    /// Logical sector size of the disk.
+    pub sector_size: u32,
+    /// `gpt`, `mbr` or `none`.
+    pub scheme: String,
+    /// Volumes.
+    pub volumes: Vec<VolumeMeta>,
+    /// Expected outcome.
+    pub expect: Expectation,
+}
+
+/// A built fixture on disk.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its description.
+    pub meta: FixtureMeta,
+}
+
+impl Fixture {
+    /// The disk image.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(DISK_FILE)
+    }
+
+    /// The ground-truth manifest.
+    pub fn manifest(&self) -> anyhow::Result<Vec<Record>> {
+        manifest::read_jsonl(&self.dir.join(MANIFEST_FILE))
+    }
+
+    /// The manifest entries of one volume.
+    pub fn volume_manifest(&self, partition: u32) -> anyhow::Result<Vec<Record>> {
+        Ok(self
+            .manifest()?
+            .into_iter()
+            .filter(|r| r.partition == partition)
+            .collect())
+    }
+}
+
+/// A catalogue entry.
+#[derive(Debug, Clone, Copy)]
+pub struct FixtureDef {
+    /// Name (directory name under `target/fixtures`).
+    pub name: &'static str,
+    /// Whether the fixture is broken on purpose.
+    pub malformed: bool,
+    /// Whether it needs the NTFS populator (libntfs-3g).
+    pub needs_ntfs: bool,
+    build: fn(&mut Builder) -> anyhow::Result<Outline>,
+}
+
+/// Every fixture.
+pub const FIXTURES: &[FixtureDef] = &[
+    FixtureDef {
+        name: "gpt-mixed",
+        malformed: false,
+        needs_ntfs: true,
+        build: gpt_mixed,
+    },
+    FixtureDef {
+        name: "mbr-logical",
+        malformed: false,
+        needs_ntfs: true,
+        build: mbr_logical,
+    },
+    FixtureDef {
+        name: "ext4-whole",
+        malformed: false,
+        needs_ntfs: false,
+        build: ext4_whole,
+    },
+    FixtureDef {
+        name: "gpt-4k",
+        malformed: false,
+        needs_ntfs: true,
+        build: gpt_4k,
+    },
+    FixtureDef {
+        name: "ext4-dirty-journal-csum",
+        malformed: false,
+        needs_ntfs: false,
+        build: dirty_journal_csum,
+    },
+    FixtureDef {
+        name: "ext4-dirty-journal-plain",
+        malformed: false,
+        needs_ntfs: false,
+        build: dirty_journal_plain,
+    },
+    FixtureDef {
+        name: "ext3-sparse",
+        malformed: false,
+        needs_ntfs: false,
+        build: ext3_sparse,
+    },
+    FixtureDef {
+        name: "truncated",
+        malformed: true,
+        needs_ntfs: false,
+        build: truncated,
+    },
+    FixtureDef {
+        name: "zeroed-superblock",
+        malformed: true,
+        needs_ntfs: false,
+        build: zeroed_superblock,
+    },
+    FixtureDef {
+        name: "gpt-corrupt-primary",
+        malformed: true,
+        needs_ntfs: false,
+        build: gpt_corrupt_primary,
+    },
+    FixtureDef {
+        name: "partition-past-end",
+        malformed: true,
+        needs_ntfs: false,
+        build: partition_past_end,
+    },
+    FixtureDef {
+        name: "gpt-partition-past-end",
+        malformed: true,
+        needs_ntfs: false,
+        build: gpt_partition_past_end,
+    },
+    FixtureDef {
+        name: "mbr-ext-loop",
+        malformed: true,
+        needs_ntfs: false,
+        build: mbr_ext_loop,
+    },
+    FixtureDef {
+        name: "ext4-dir-loop",
+        malformed: true,
+        needs_ntfs: false,
+        build: ext4_dir_loop,
+    },
+    FixtureDef {
+        name: "ntfs-attr-overrun",
+        malformed: true,
+        needs_ntfs: true,
+        build: ntfs_attr_overrun,
+    },
+    FixtureDef {
+        name: "mbr-logical-qcow2",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| converted(b, "qcow2", &["-O", "qcow2"]),
+    },
+    FixtureDef {
+        name: "mbr-logical-qcow2-zstd",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "qcow2 (compressed clusters, zstd)",
+                &["-c", "-O", "qcow2", "-o", "compression_type=zstd"],
+            )
+        },
+    },
+    FixtureDef {
+        name: "mbr-logical-vmdk",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "VMDK monolithicSparse",
+                &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
+            )
+        },
+    },
+    FixtureDef {
+        name: "mbr-logical-vmdk-stream",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "VMDK streamOptimized",
+                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+            )
+        },
+    },
+    FixtureDef {
+        name: "mbr-logical-vhdx",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| converted(b, "VHDX (dynamic)", &["-O", "vhdx"]),
+    },
+    FixtureDef {
+        name: "mbr-logical-vhd",
+        malformed: false,
+        needs_ntfs: true,
+        build: |b| {
+            converted(
+                b,
+                "VHD (dynamic)",
+                &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
+            )
+        },
+    },
+];
+
+/// The raw fixture the disk-format fixtures are converted from.
+const CONVERTED_BASE: &str = "mbr-logical";
+
+/// The `mbr-logical` disk converted with `qemu-img convert ARGS` into another image format:
+/// same volumes, same manifest, reached through the format's layer. TSK is not asked (its
+/// image-format support depends on how it was built).
+fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Result<Outline> {
+    let base = fixture(CONVERTED_BASE)?;
+    crate::tools::check(
+        crate::tools::command("qemu-img")
+            .arg("convert")
+            .args(args)
+            .arg(base.disk())
+            .arg(b.disk()),
+    )?;
+    b.records = base.manifest()?;
+    b.volumes = base.meta.volumes.clone();
+    for v in &mut b.volumes {
+        v.tsk = false;
+    }
+    let description = format!("{} converted to {format} with qemu-img", base.meta.name);
+    Ok(Outline::ok(&description, base.meta.sector_size, "mbr"))
+}
+
+/// Looks a fixture up by name.
+pub fn def(name: &str) -> anyhow::Result<&'static FixtureDef> {
+    FIXTURES.iter().find(|d| d.name == name).with_context(|| {
+        let names: Vec<_> = FIXTURES.iter().map(|d| d.name).collect();
+        format!("no fixture {name:?}; known: {}", names.join(", "))
+    })
+}
+
+/// Returns the fixture `name`, building it first unless it is cached.
+pub fn fixture(name: &str) -> anyhow::Result<Fixture> {
+    let d = def(name)?;
+    let dir = cache::cached(name, &|tmp| {
+        let mut b = Builder {
+            dir: tmp.to_path_buf(),
+            volumes: Vec::new(),
+            records: Vec::new(),
+        };
+        let outline = (d.build)(&mut b)?;
+        let meta = FixtureMeta {
+            name: name.to_string(),
+            description: outline.description.to_string(),
+            sector_size: outline.sector_size,
+            scheme: outline.scheme.to_string(),
+            volumes: b.volumes,
+            expect: outline.expect,
+        };
+        std::fs::write(tmp.join(META_FILE), serde_json::to_vec_pretty(&meta)?)?;
+        b.records.sort();
+        manifest::write_jsonl(&tmp.join(MANIFEST_FILE), &b.records)?;
+        Ok(())
+    })?;
+    let meta: FixtureMeta =
+        serde_json::from_slice(&std::fs::read(dir.join(META_FILE))?).context("fixture.json")?;
+    Ok(Fixture { dir, meta })
+}
+
+/// What a build function says about the fixture it built.
+#[derive(Debug)]
+pub struct Outline {
+    description: String,
+    sector_size: u32,
+    scheme: &'static str,
+    expect: Expectation,
+}
+
+impl Outline {
+    fn ok(description: &str, sector_size: u32, scheme: &'static str) -> Outline {
+        Outline {
+            description: description.to_string(),
+            sector_size,
+            scheme,
+            expect: Expectation {
+                exit_code: 0,
+                stderr: Vec::new(),
+            },
+        }
+    }
+
+    fn broken(
+        description: &str,
+        sector_size: u32,
+        scheme: &'static str,
+        stderr: &[&str],
+    ) -> Outline {
+        Outline {
+            description: description.to_string(),
+            sector_size,
+            scheme,
+            expect: Expectation {
+                exit_code: 2,
+                stderr: stderr.iter().map(|s| s.to_string()).collect(),
+            },
+        }
+    }
+}
+
+/// State of one fixture build: its directory, volumes and manifest so far.
+#[derive(Debug)]
+pub struct Builder {
+    dir: PathBuf,
+    volumes: Vec<VolumeMeta>,
+    records: Vec<Record>,
+}
+
+/// A filesystem to make.
+#[derive(Debug, Clone)]
+enum FsSpec {
+    Ext(ExtOptions),
+    Fat { bits: u32, sector: u32 },
+    Ntfs { sector: u32 },
+}
+
+impl FsSpec {
+    fn flavour(&self) -> Flavour {
+        match self {
+            FsSpec::Ext(_) => Flavour::Ext,
+            FsSpec::Fat { .. } => Flavour::Fat,
+            FsSpec::Ntfs { .. } => Flavour::Ntfs,
+        }
+    }
+
+    /// The kind `coldscan` reports: ext4 if extents are on, ext3 with a journal, else ext2.
+    fn kind(&self) -> String {
+        match self {
+            FsSpec::Ext(o) => o.fs_type.to_string(),
+            FsSpec::Fat { bits, .. } => format!("fat{bits}"),
+            FsSpec::Ntfs { .. } => "ntfs".to_string(),
+        }
+    }
+
+    fn ext4() -> FsSpec {
+        FsSpec::Ext(ExtOptions::ext4())
+    }
+}
+
+impl Builder {
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.path(DISK_FILE)
+    }
+
+    /// Makes a filesystem image of `size` bytes holding what `fs` can hold of `tree`, records
+    /// its manifest for `partition`, and returns the image path and the planted tree.
+    fn filesystem(
+        &mut self,
+        partition: u32,
+        size: u64,
+        fs: &FsSpec,
+        tree: &Tree,
+    ) -> anyhow::Result<(PathBuf, Tree)> {
+        let mut tree = tree.for_flavour(fs.flavour());
+        let img = self.path(&format!("part{partition}.img"));
+        match fs {
+            FsSpec::Ext(o) => {
+                images::ext_image(&img, size, &tree, o)?;
+                // mke2fs creates it; it is a directory like any other.
+                tree.dir("/lost+found");
+            }
+            FsSpec::Fat { bits, sector } => images::fat_image(&img, size, *bits, *sector, &tree)?,
+            FsSpec::Ntfs { sector } => crate::ntfs::ntfs_image(&img, size, *sector, &tree)?,
+        }
+        Ok((img, tree))
+    }
+
+    /// Records a volume and (if `listed`) its manifest.
+    fn volume(
+        &mut self,
+        partition: u32,
+        fs: &FsSpec,
+        at: (u64, u64),
+        tree: &Tree,
+        listed: bool,
+    ) -> &mut VolumeMeta {
+        if listed {
+            self.records
+                .extend(manifest::from_tree(partition, &fs.kind(), tree));
+        }
+        self.volumes.push(VolumeMeta {
+            partition,
+            fs: fs.kind(),
+            start: at.0,
+            size: at.1,
+            listed,
+            tsk: true,
+            tsk_hidden: Vec::new(),
+            optional: Vec::new(),
+        });
+        self.volumes.last_mut().expect("just pushed")
+    }
+
+    /// A whole-disk filesystem.
+    fn whole_disk(&mut self, size: u64, fs: &FsSpec, tree: &Tree) -> anyhow::Result<Tree> {
+        let (img, planted) = self.filesystem(0, size, fs, tree)?;
+        std::fs::rename(img, self.disk())?;
+        self.volume(0, fs, (0, size), &planted, true);
+        Ok(planted)
+    }
+
+    /// A partitioned disk: makes every filesystem, the table, and places the images. Parts
+    /// are `(spec, filesystem, tree)`; returns where they went.
+    fn partitioned(
+        &mut self,
+        label: &str,
+        disk_size: u64,
+        parts: &[(PartSpec, FsSpec, Tree)],
+    ) -> anyhow::Result<Vec<(Placed, Tree)>> {
+        let disk = self.disk();
+        images::sparse_file(&disk, disk_size)?;
+        let specs: Vec<PartSpec> = parts.iter().map(|p| p.0.clone()).collect();
+        let placed = match label {
+            "gpt-4k" => images::gpt_4k_table(&disk, &specs)?,
+            l => images::sfdisk_table(&disk, l, &specs)?,
+        };
+        ensure!(
+            placed.len() == parts.len(),
+            "{} partitions made, {} asked",
+            placed.len(),
+            parts.len()
+        );
+        let mut out = Vec::new();
+        for ((spec, fs, tree), pl) in parts.iter().zip(&placed) {
+            let sector = if label == "gpt-4k" { 4096 } else { 512 };
+            ensure!(
+                pl.start == spec.start * sector,
+                "partition {} placed at {} not {}",
+                pl.index,
+                pl.start,
+                spec.start * sector
+            );
+            let (img, planted) = self.filesystem(pl.index, pl.size, fs, tree)?;
+            images::place(&disk, pl.start, &img, pl.size)?;
+            std::fs::remove_file(&img)?;
+            self.volume(pl.index, fs, (pl.start, pl.size), &planted, true);
+            out.push((*pl, planted));
+        }
+        Ok(out)
+    }
+
+    fn unlist(&mut self, partition: u32) {
+        self.records.retain(|r| r.partition != partition);
+        for v in &mut self.volumes {
+            if v.partition == partition {
+                v.listed = false;
+            }
+        }
+    }
+
+    fn volume_mut(&mut self, partition: u32) -> &mut VolumeMeta {
+        self.volumes
+            .iter_mut()
+            .find(|v| v.partition == partition)
+            .expect("volume exists")
+    }
+}
+
+/// Sectors per MiB at 512 bytes.
+const MIB_S: u64 = 2048;
+
+fn part(start_mib: u64, size_mib: u64, ptype: &str) -> PartSpec {
+    PartSpec {
+        start: start_mib * MIB_S,
+        sectors: size_mib * MIB_S,
+        ptype: ptype.to_string(),
+        logical: false,
+    }
+}
+
+fn logical(start_mib: u64, size_mib: u64, ptype: &str) -> PartSpec {
+    PartSpec {
+        logical: true,
+        ..part(start_mib, size_mib, ptype)
+    }
+}
+
+const GPT_BASIC_DATA: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
+
+fn gpt_mixed(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut ntfs = trees::rich_tree("gpt-mixed-ntfs");
+    trees::add_ntfs_parts(&mut ntfs);
+    trees::add_big_file(&mut ntfs, "/big/random-101m.bin");
+    // Deep nesting and a large directory on every filesystem kind: a multi-level NTFS index
+    // (B+ tree of INDX blocks), a FAT directory of many clusters of long-name entries (mcopy
+    // is quadratic in the directory size: 2,000 files take minutes).
+    trees::add_deep_nesting(&mut ntfs, 55);
+    trees::add_many_files(&mut ntfs, 10_000);
+    let mut ext4 = trees::rich_tree("gpt-mixed-ext4");
+    trees::add_deep_nesting(&mut ext4, 55);
+    let mut fat = trees::rich_tree("gpt-mixed-fat32");
+    trees::add_deep_nesting(&mut fat, 55);
+    trees::add_many_files(&mut fat, 400);
+    b.partitioned(
+        "gpt",
+        310 * MIB,
+        &[
+            (part(1, 48, "L"), FsSpec::ext4(), ext4),
+            (
+                part(49, 192, GPT_BASIC_DATA),
+                FsSpec::Ntfs { sector: 512 },
+                ntfs,
+            ),
+            (
+                part(241, 64, "U"),
+                FsSpec::Fat {
+                    bits: 32,
+                    sector: 512,
+                },
+                fat,
+            ),
+        ],
+    )?;
+    Ok(Outline::ok("GPT disk with ext4, NTFS (streams, compressed folder, 101 MiB file) and FAT32 (EFI system) partitions", 512, "gpt"))
+}
+
+fn mbr_logical(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut ntfs = trees::rich_tree("mbr-ntfs");
+    trees::add_ntfs_parts(&mut ntfs);
+    b.partitioned(
+        "dos",
+        124 * MIB,
+        &[
+            (
+                part(1, 32, "83"),
+                FsSpec::ext4(),
+                trees::rich_tree("mbr-ext4"),
+            ),
+            (
+                part(33, 32, "6"),
+                FsSpec::Fat {
+                    bits: 16,
+                    sector: 512,
+                },
+                trees::rich_tree("mbr-fat16"),
+            ),
+            (
+                logical(66, 24, "83"),
+                FsSpec::Ext(ExtOptions {
+                    fs_type: "ext2",
+                    block_size: 1024,
+                    extra: vec![],
+                }),
+                trees::rich_tree("mbr-ext2"),
+            ),
+            (logical(91, 32, "7"), FsSpec::Ntfs { sector: 512 }, ntfs),
+        ],
+    )?;
+    Ok(Outline::ok(
+        "MBR disk: ext4 and FAT16 primaries, an extended partition holding ext2 and NTFS logicals",
+        512,
+        "mbr",
+    ))
+}
+
+fn ext4_whole(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = trees::rich_tree("ext4-whole");
+    trees::add_deep_nesting(&mut t, 60);
+    trees::add_many_files(&mut t, 10_000);
+    trees::add_big_file(&mut t, "/big/random-101m.bin");
+    let opts = ExtOptions {
+        extra: vec!["-N".into(), "16384".into()],
+        ..ExtOptions::ext4()
+    };
+    b.whole_disk(320 * MIB, &FsSpec::Ext(opts), &t)?;
+    Ok(Outline::ok(
+        "whole-disk ext4: 60-deep nesting, a directory of 10,000 files, a 101 MiB file",
+        512,
+        "none",
+    ))
+}
+
+fn gpt_4k(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut ntfs = trees::rich_tree("gpt-4k-ntfs");
+    trees::add_ntfs_parts(&mut ntfs);
+    // In 4096-byte sectors: 1 MiB = 256 sectors.
+    let p = |start_mib: u64, size_mib: u64, t: &str| PartSpec {
+        start: start_mib * 256,
+        sectors: size_mib * 256,
+        ptype: t.to_string(),
+        logical: false,
+    };
+    b.partitioned(
+        "gpt-4k",
+        370 * MIB,
+        &[
+            (
+                p(1, 32, "20"),
+                FsSpec::ext4(),
+                trees::rich_tree("gpt-4k-ext4"),
+            ),
+            // FAT32 with 4 KiB sectors needs 65,525 clusters of at least one sector: 300 MiB.
+            (
+                p(33, 300, "1"),
+                FsSpec::Fat {
+                    bits: 32,
+                    sector: 4096,
+                },
+                trees::rich_tree("gpt-4k-fat32"),
+            ),
+            (p(333, 32, "11"), FsSpec::Ntfs { sector: 4096 }, ntfs),
+        ],
+    )?;
+    Ok(Outline::ok("GPT disk with 4096-byte logical sectors: ext4, FAT32 (4 KiB sectors), NTFS (4 KiB sectors)", 4096, "gpt"))
+}
+
+fn ext3_sparse(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = trees::rich_tree("ext3-sparse");
+    let run = |p: &str, len| crate::content::Content::Random {
+        seed: crate::content::seed_of(p),
+        len,
+    };
+    // With 1 KiB blocks, direct blocks cover 12 KiB, the indirect block 256 KiB more, the
+    // double-indirect 64 MiB more: data past ~64.3 MiB needs the triple-indirect block.
+    t.add(
+        "/sparse/triple-indirect.img",
+        Node::Sparse {
+            size: 80 * MIB,
+            runs: vec![
+                (0, run("t0", 3000)),
+                (100 * 1024, run("t1", 2048)),
+                (5 * MIB, run("t2", 10_000)),
+                (70 * MIB + 7, run("t3", 50_000)),
+            ],
+        },
+    );
+    t.add(
+        "/sparse/only-end.img",
+        Node::Sparse {
+            size: 30 * MIB,
+            runs: vec![(30 * MIB - 1000, run("e", 1000))],
+        },
+    );
+    t.add(
+        "/sparse/gap-in-indirect.img",
+        Node::Sparse {
+            size: 600 * 1024,
+            runs: vec![(11 * 1024, run("g0", 3000)), (400 * 1024, run("g1", 1))],
+        },
+    );
+    let opts = ExtOptions {
+        fs_type: "ext3",
+        block_size: 1024,
+        extra: vec![],
+    };
+    b.whole_disk(128 * MIB, &FsSpec::Ext(opts), &t)?;
+    Ok(Outline::ok("whole-disk ext3 (no extents, 1 KiB blocks): sparse files with holes through indirect, double- and triple-indirect blocks", 512, "none"))
+}
+
+/// Builds an ext4 whole disk whose last transaction (a new directory and file) is only in the
+/// journal: the manifest is the state after replay.
+fn dirty_journal(b: &mut Builder, csum: bool) -> anyhow::Result<Outline> {
+    let tag = if csum {
+        "journal-csum"
+    } else {
+        "journal-plain"
+    };
+    let t = trees::rich_tree(tag);
+    let extra: Vec<String> = if csum {
+        vec![]
+    } else {
+        vec!["-O".into(), "^metadata_csum".into()]
+    };
+    let fs = FsSpec::Ext(ExtOptions {
+        extra,
+        ..ExtOptions::ext4()
+    });
+    let mut t = b.whole_disk(64 * MIB, &fs, &t)?;
+    let disk = b.disk();
+    let after = b.path("after.img");
+    std::fs::copy(&disk, &after)?;
+    let data = crate::content::Content::Random {
+        seed: 4242,
+        len: 20_000,
+    };
+    let data_file = b.path("journaled.bin");
+    std::fs::write(&data_file, data.to_vec())?;
+    crate::journal::debugfs(
+        &after,
+        &format!(
+            "mkdir /journaled
+write {} /journaled/only-in-journal.bin
+",
+            data_file.display()
+        ),
+    )?;
+    crate::journal::journal_difference(&disk, &after, 4096, csum, &b.path("blocks.dat"))?;
+    crate::journal::check_replay(
+        &disk,
+        "/journaled/only-in-journal.bin",
+        &data.to_vec(),
+        &b.path("replayed.img"),
+    )?;
+    for f in ["after.img", "journaled.bin", "blocks.dat"] {
+        std::fs::remove_file(b.path(f))?;
+    }
+    t.dir("/journaled");
+    t.add("/journaled/only-in-journal.bin", Node::File(data));
+    b.records.clear();
+    b.volumes.clear();
+    let v = b.volume(0, &fs, (0, 64 * MIB), &t, true);
+    v.tsk_hidden = vec!["/journaled".into(), "/journaled/only-in-journal.bin".into()];
+    Ok(Outline::ok(
+        if csum {
+            "whole-disk ext4 (metadata_csum, journal csum v3) with a committed transaction not yet replayed"
+        } else {
+            "whole-disk ext4 without metadata_csum, plain journal (no checksums) with a committed transaction not yet replayed"
+        },
+        512,
+        "none",
+    ))
+}
+
+fn dirty_journal_csum(b: &mut Builder) -> anyhow::Result<Outline> {
+    dirty_journal(b, true)
+}
+
+fn dirty_journal_plain(b: &mut Builder) -> anyhow::Result<Outline> {
+    dirty_journal(b, false)
+}
+
+/// A small tree for the malformed fixtures (their point is the breakage).
+fn small_tree(tag: &str) -> Tree {
+    let mut t = Tree::new();
+    t.file(
+        "/volume-tag.txt",
+        format!(
+            "coldscan fixture volume {tag}
+"
+        )
+        .as_bytes(),
+    );
+    t.file(
+        "/a/b/c.txt",
+        b"nested
+",
+    );
+    t.random_file(&format!("/data/{tag}.bin"), 70_000);
+    t.file("/docs/empty.txt", b"");
+    t.file(
+        "/docs/日本語のファイル名.txt",
+        "こんにちは
+"
+        .as_bytes(),
+    );
+    t
+}
+
+fn truncated(b: &mut Builder) -> anyhow::Result<Outline> {
+    let placed = b.partitioned(
+        "gpt",
+        80 * MIB,
+        &[
+            (part(1, 32, "L"), FsSpec::ext4(), small_tree("truncated-1")),
+            (part(33, 32, "L"), FsSpec::ext4(), small_tree("truncated-2")),
+        ],
+    )?;
+    let cut = placed[1].0.start + 16 * MIB;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(b.disk())?
+        .set_len(cut)?;
+    b.unlist(2);
+    Ok(Outline::broken(
+        "GPT disk cut in the middle of partition 2 (the backup GPT is gone too)",
+        512,
+        "gpt",
+        &["partition 2"],
+    ))
+}
+
+fn zeroed_superblock(b: &mut Builder) -> anyhow::Result<Outline> {
+    let placed = b.partitioned(
+        "gpt",
+        100 * MIB,
+        &[
+            (part(1, 32, "L"), FsSpec::ext4(), small_tree("zeroed-1")),
+            (
+                part(33, 64, GPT_BASIC_DATA),
+                FsSpec::Fat {
+                    bits: 32,
+                    sector: 512,
+                },
+                small_tree("zeroed-2"),
+            ),
+        ],
+    )?;
+    images::patch(&b.disk(), placed[0].0.start + 1024, &[0u8; 1024])?;
+    b.unlist(1);
+    Ok(Outline::broken(
+        "GPT disk whose ext4 partition 1 has its superblock zeroed; FAT32 partition 2 intact",
+        512,
+        "gpt",
+        &["partition 1"],
+    ))
+}
+
+fn gpt_corrupt_primary(b: &mut Builder) -> anyhow::Result<Outline> {
+    b.partitioned(
+        "gpt",
+        100 * MIB,
+        &[
+            (
+                part(1, 32, "L"),
+                FsSpec::ext4(),
+                small_tree("gpt-corrupt-1"),
+            ),
+            (
+                part(33, 64, GPT_BASIC_DATA),
+                FsSpec::Fat {
+                    bits: 32,
+                    sector: 512,
+                },
+                small_tree("gpt-corrupt-2"),
+            ),
+        ],
+    )?;
+    // Flip a byte of the disk GUID in the primary header (LBA 1, offset 0x38): its CRC no
+    // longer matches; the backup header at the end of the disk is intact.
+    let disk = b.disk();
+    let byte = images::read_at(&disk, 512 + 0x38, 1)?;
+    images::patch(&disk, 512 + 0x38, &[byte[0] ^ 0xff])?;
+    Ok(Outline::broken("GPT disk whose primary header CRC is broken; the backup is intact, so everything is still listed", 512, "gpt", &["gpt", "0x"]))
+}
+
+fn partition_past_end(b: &mut Builder) -> anyhow::Result<Outline> {
+    b.partitioned(
+        "dos",
+        80 * MIB,
+        &[
+            (part(1, 32, "83"), FsSpec::ext4(), small_tree("past-end-1")),
+            (part(33, 32, "83"), FsSpec::ext4(), small_tree("past-end-2")),
+        ],
+    )?;
+    // MBR entry 2 (offset 446 + 16): its length (offset +12) now runs far past the disk's end.
+    let len = u32::try_from(160 * MIB_S)?;
+    images::patch(&b.disk(), 446 + 16 + 12, &len.to_le_bytes())?;
+    b.unlist(2);
+    Ok(Outline::broken(
+        "MBR disk whose partition 2 entry extends past the end of the disk",
+        512,
+        "mbr",
+        &["partition 2"],
+    ))
+}
+
+fn gpt_partition_past_end(b: &mut Builder) -> anyhow::Result<Outline> {
+    b.partitioned(
+        "gpt",
+        80 * MIB,
+        &[
+            (
+                part(1, 32, "L"),
+                FsSpec::ext4(),
+                small_tree("gpt-past-end-1"),
+            ),
+            (
+                part(33, 32, "L"),
+                FsSpec::ext4(),
+                small_tree("gpt-past-end-2"),
+            ),
+        ],
+    )?;
+    // Entry 2's last LBA now lies far past the disk; both headers and the entry array CRC are
+    // recomputed, so the table itself is valid and only the partition is impossible.
+    images::gpt_set_last_lba(&b.disk(), 512, 1, 160 * MIB_S)?;
+    b.unlist(2);
+    Ok(Outline::broken(
+        "GPT disk (valid CRCs) whose partition 2 ends past the end of the disk",
+        512,
+        "gpt",
+        &["partition 2"],
+    ))
+}
+
+fn mbr_ext_loop(b: &mut Builder) -> anyhow::Result<Outline> {
+    b.partitioned(
+        "dos",
+        100 * MIB,
+        &[
+            (part(1, 32, "83"), FsSpec::ext4(), small_tree("ext-loop-1")),
+            (
+                logical(34, 24, "83"),
+                FsSpec::ext4(),
+                small_tree("ext-loop-5"),
+            ),
+            (
+                logical(59, 24, "6"),
+                FsSpec::Fat {
+                    bits: 16,
+                    sector: 512,
+                },
+                small_tree("ext-loop-6"),
+            ),
+        ],
+    )?;
+    // Follow the chain: the extended partition's first EBR, then the second (last) one; make
+    // the last EBR's link entry point back at the first EBR.
+    let disk = b.disk();
+    let mbr = images::read_at(&disk, 0, 512)?;
+    let ext_start = (0..4)
+        .map(|i| 446 + 16 * i)
+        .find(|&e| matches!(mbr[e + 4], 0x05 | 0x0f | 0x85))
+        .map(|e| u32::from_le_bytes(mbr[e + 8..e + 12].try_into().expect("4 bytes")))
+        .context("no extended partition")?;
+    let ebr1 = u64::from(ext_start) * 512;
+    let e1 = images::read_at(&disk, ebr1, 512)?;
+    let next = u32::from_le_bytes(e1[446 + 16 + 8..446 + 16 + 12].try_into().expect("4 bytes"));
+    ensure!(
+        e1[446 + 16 + 4] == 0x05 && next != 0,
+        "first EBR has no link"
+    );
+    let ebr2 = ebr1 + u64::from(next) * 512;
+    let e2 = images::read_at(&disk, ebr2, 512)?;
+    ensure!(e2[446 + 16 + 4] == 0, "second EBR already links on");
+    let mut link = [0u8; 16];
+    link[4] = 0x05; // type: extended
+    link[8..12].copy_from_slice(&0u32.to_le_bytes()); // relative start 0: the first EBR
+    link[12..16].copy_from_slice(&2048u32.to_le_bytes());
+    images::patch(&disk, ebr2 + 446 + 16, &link)?;
+    Ok(Outline::broken(
+        "MBR disk whose extended-partition chain loops: the last EBR links back to the first",
+        512,
+        "mbr",
+        &["0x"],
+    ))
+}
+
+fn ext4_dir_loop(b: &mut Builder) -> anyhow::Result<Outline> {
+    let t = small_tree("dir-loop");
+    b.whole_disk(32 * MIB, &FsSpec::ext4(), &t)?;
+    // A second name for /a inside its own child /a/b: walking it naively never ends.
+    crate::journal::debugfs(
+        &b.disk(),
+        "link /a /a/b/loop
+",
+    )?;
+    b.volume_mut(0).optional = vec!["/a/b/loop".into()];
+    b.volume_mut(0).tsk = false;
+    Ok(Outline::broken(
+        "whole-disk ext4 where /a/b/loop is a directory entry naming /a (a cycle)",
+        512,
+        "none",
+        &["/a/b"],
+    ))
+}
+
+fn ntfs_attr_overrun(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = small_tree("attr-overrun");
+    t.file(
+        "/victim/overrun-victim.txt",
+        b"the record of this file is broken
+",
+    );
+    b.whole_disk(32 * MIB, &FsSpec::Ntfs { sector: 512 }, &t)?;
+    let record = crate::ntfs::break_data_attribute(&b.disk(), "overrun-victim.txt")?;
+    let victim = "/victim/overrun-victim.txt".to_string();
+    b.records.retain(|r| r.path != victim);
+    let v = b.volume_mut(0);
+    v.optional = vec![victim];
+    v.tsk = false;
+    // The error names the file, or its MFT record (which an MFT-scanning reader meets before
+    // it knows the name).
+    let what = format!("overrun-victim.txt|record {record}");
+    Ok(Outline::broken(
+        "whole-disk NTFS: the MFT record of one file has a $DATA attribute whose length runs past the record's end",
+        512,
+        "none",
+        &[&what, "0x"],
+    ))
+}
+
+/// Names of every fixture.
+pub fn names() -> Vec<&'static str> {
+    FIXTURES.iter().map(|d| d.name).collect()
+}
+
+/// Paths of every file of a fixture directory (for the read-only test).
+pub fn files_of(f: &Fixture) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&f.dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    v.sort();
+    Ok(v)
+}

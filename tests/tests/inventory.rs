@@ -1,0 +1,52 @@
+//! `coldscan ls`, `info` and `cat` on every well-formed fixture against its ground-truth
+//! manifest (needs the `coldscan` binary built: `cargo build --bins`).
+
+use coldscan_tests::{checks, fixture};
+
+macro_rules! inventory {
+    ($($module:ident => $name:literal),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn ls_equals_manifest() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::ls_matches_manifest(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+
+            #[test]
+            fn ls_agrees_with_the_sleuth_kit() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::ls_agrees_with_tsk(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+
+            #[test]
+            fn info_shows_planted_partitions() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::info_matches(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+
+            #[test]
+            fn cat_gives_planted_content() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::cat_matches(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+        }
+    )*};
+}
+
+inventory! {
+    gpt_mixed => "gpt-mixed",
+    mbr_logical => "mbr-logical",
+    ext4_whole => "ext4-whole",
+    gpt_4k => "gpt-4k",
+    ext4_dirty_journal_csum => "ext4-dirty-journal-csum",
+    ext4_dirty_journal_plain => "ext4-dirty-journal-plain",
+    ext3_sparse => "ext3-sparse",
+    mbr_logical_qcow2 => "mbr-logical-qcow2",
+    mbr_logical_qcow2_zstd => "mbr-logical-qcow2-zstd",
+    mbr_logical_vmdk => "mbr-logical-vmdk",
+    mbr_logical_vmdk_stream => "mbr-logical-vmdk-stream",
+    mbr_logical_vhdx => "mbr-logical-vhdx",
+    mbr_logical_vhd => "mbr-logical-vhd",
+}
