@@ -13,6 +13,13 @@ use serde::Serialize;
 use crate::block::{BlockSource, FileSource, SharedSource};
 use crate::error::{Error, Result};
 
+mod backing;
+mod lru;
+pub mod qcow2;
+mod runs;
+pub mod vhd;
+pub mod vhdx;
+
 /// Longest backing/parent chain followed (as crosvm's `MAX_NESTING_DEPTH`).
 pub const MAX_CHAIN_DEPTH: usize = 32;
 
@@ -206,7 +213,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
 
 /// Opens one layer of a chain and, through the format's own code, the layers below it. Formats
 /// open their backing file with `open_layer(&opts.chain.resolve(this, named)?, opts, state)`.
-pub fn open_layer(path: &Path, _opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
+pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
     state.enter(path)?;
     let file: SharedSource = Arc::new(FileSource::open(path)?);
     let format = detect(file.as_ref())?;
@@ -221,6 +228,9 @@ pub fn open_layer(path: &Path, _opts: &OpenOptions, state: &mut ChainState) -> R
             format,
             details: Vec::new(),
         }),
+        DiskFormat::Qcow2 => qcow2::open(path, file, opts, state),
+        DiskFormat::Vhd => vhd::open(path, file, opts, state),
+        DiskFormat::Vhdx => vhdx::open(path, file, opts, state),
         other => Err(Error::unsupported(
             path.display().to_string(),
             format!("{} images are not supported yet", other.as_str()),
