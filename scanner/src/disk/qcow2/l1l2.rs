@@ -157,25 +157,28 @@ pub fn decode(
     let to_sc_end = (1u64 << sc_bits) - (within & ((1u64 << sc_bits) - 1));
     let alloc = bitmap & (1u64 << sc) != 0;
     let zero = bitmap & (1u64 << (32 + sc)) != 0;
-    let m =
-        match (alloc, zero) {
-            (true, true) => return Err(Error::corrupt(
+    let m = match (alloc, zero) {
+        (true, true) => {
+            return Err(Error::corrupt(
                 name,
                 host,
                 format!(
                     "qcow2 extended L2 entry {l2_index}: subcluster {sc} both allocated and zero"
                 ),
-            )),
-            (true, false) if host == 0 => return Err(Error::corrupt(
+            ))
+        }
+        (true, false) if host == 0 => {
+            return Err(Error::corrupt(
                 name,
                 0,
                 format!(
                     "qcow2 extended L2 entry {l2_index}: allocated subcluster without a cluster"
                 ),
-            )),
-            (true, false) => Mapping::Data(host + within),
-            (false, true) => Mapping::Zero,
-            (false, false) => Mapping::Backing,
-        };
+            ))
+        }
+        (true, false) => Mapping::Data(host + within),
+        (false, true) => Mapping::Zero,
+        (false, false) => Mapping::Backing,
+    };
     Ok((m, to_sc_end))
 }

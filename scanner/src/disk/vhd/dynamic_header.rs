@@ -178,7 +178,7 @@ fn latin(d: &[u8]) -> String {
 }
 
 /// `.\dir\parent.vhd` -> `dir/parent.vhd`.
-fn windows_relative(s: &str) -> String {
+pub(crate) fn windows_relative(s: &str) -> String {
     let s = s.replace('\\', "/");
     let mut t = s.as_str();
     while let Some(rest) = t.strip_prefix("./") {
@@ -190,7 +190,7 @@ fn windows_relative(s: &str) -> String {
 /// An absolute Windows path (`C:\\vms\\base.vhd`, `\\\\server\\share\\base.vhd`) names a file on
 /// another machine: only its file name is looked for beside the image. Anything else is passed
 /// on as written, for the chain policy to judge.
-fn windows_absolute(s: &str) -> String {
+pub(crate) fn windows_absolute(s: &str) -> String {
     let b = s.as_bytes();
     let drive = b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':';
     if drive || s.starts_with("\\\\") {
