@@ -17,6 +17,8 @@ mod backing;
 mod lru;
 pub mod qcow2;
 mod runs;
+#[cfg(test)]
+mod testutil;
 pub mod vhd;
 pub mod vhdx;
 

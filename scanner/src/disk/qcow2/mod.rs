@@ -371,3 +371,6 @@ pub fn open(
         chain,
     })
 }
+
+#[cfg(test)]
+mod tests;
