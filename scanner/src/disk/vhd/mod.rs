@@ -304,3 +304,8 @@ pub(crate) fn resolve_parent(
         )
     }))
 }
+
+#[cfg(test)]
+mod test_writer;
+#[cfg(test)]
+mod tests;
