@@ -6,6 +6,9 @@ use std::path::Path;
 
 use super::footer::checksum;
 
+/// Parent locators: platform code and path.
+pub(crate) type Locators<'a> = Vec<(&'a [u8; 4], String)>;
+
 /// What to write.
 pub(crate) struct VhdSpec<'a> {
     /// Virtual size (a multiple of 512).
@@ -15,7 +18,7 @@ pub(crate) struct VhdSpec<'a> {
     /// Footer unique id.
     pub unique_id: [u8; 16],
     /// Differencing: the parent's unique id and locators (platform code, path).
-    pub parent: Option<([u8; 16], Vec<(&'a [u8; 4], String)>)>,
+    pub parent: Option<([u8; 16], Locators<'a>)>,
     /// Sector contents present in this file (`None`: absent, i.e. parent or zeros).
     pub sector: &'a dyn Fn(u64) -> Option<[u8; 512]>,
 }
