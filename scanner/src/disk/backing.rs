@@ -5,11 +5,11 @@
 //! than the upper one, the part beyond its end reads as zeros (what QEMU does for a backing file
 //! shorter than its overlay); without a lower layer everything unallocated reads as zeros.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use crate::block::SharedSource;
 use crate::disk::{open_layer, ChainState, OpenOptions, OpenedDisk};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Opens the layer that the image at `this` names as its backing/parent file `named`, resolved
 /// by the chain policy (relative to `this`'s directory, refusing escapes) and carrying the chain
@@ -20,14 +20,51 @@ pub(crate) fn open_lower(
     opts: &OpenOptions,
     state: &mut ChainState,
 ) -> Result<OpenedDisk> {
-    let path = opts.chain.resolve(&anchored(this), named)?;
+    let path = resolve(opts, this, named)?;
     open_resolved(&path, opts, state)
+}
+
+/// Resolves a backing/parent name through the chain policy. Names that are absolute or climb
+/// out of the image's directory are refused before the filesystem is even asked about them
+/// (`/etc/shadow` is neither opened nor stat'ed) unless the user allowed directories, in which
+/// case [`crate::disk::ChainPolicy::resolve`] decides.
+pub(crate) fn resolve(opts: &OpenOptions, this: &Path, named: &str) -> Result<PathBuf> {
+    if opts.chain.allowed_dirs.is_empty() && escapes(named) {
+        return Err(Error::Refused {
+            object: this.display().to_string(),
+            detail: format!(
+                "backing file {named:?}: outside the image's directory (allow it with --backing-dir)"
+            ),
+        });
+    }
+    opts.chain.resolve(&anchored(this), named)
+}
+
+/// Whether `named` is absolute or, read lexically, leaves the directory it is relative to.
+fn escapes(named: &str) -> bool {
+    let path = Path::new(named);
+    if path.is_absolute() {
+        return true;
+    }
+    let mut depth = 0usize;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            Component::RootDir | Component::Prefix(_) => return true,
+        }
+    }
+    false
 }
 
 /// `this` with an explicit directory: `ChainPolicy::resolve` takes the image's parent directory
 /// as the base, and a bare file name (`top.qcow2`) has an empty one that canonicalizes to
 /// nothing, which would refuse every backing file of an image named without a directory.
-pub(crate) fn anchored(this: &Path) -> std::path::PathBuf {
+pub(crate) fn anchored(this: &Path) -> PathBuf {
     match this.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new(".").join(this),
         None => Path::new(".").join(this),
@@ -71,6 +108,16 @@ mod tests {
     use super::*;
     use crate::block::MemSource;
     use std::sync::Arc;
+
+    #[test]
+    fn escaping_names_are_recognised_lexically() {
+        for n in ["/etc/shadow", "../x", "a/../../x", "./../x"] {
+            assert!(escapes(n), "{n}");
+        }
+        for n in ["x", "./x", "a/../x", "a/b/../../x"] {
+            assert!(!escapes(n), "{n}");
+        }
+    }
 
     #[test]
     fn lower_layer_reads_zeros_past_its_end() {

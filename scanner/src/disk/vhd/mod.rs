@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block::{check_bounds, read_vec, BlockSource, FileSource, SharedSource};
-use crate::disk::backing::{anchored, open_resolved};
+use crate::disk::backing::{open_resolved, resolve};
 use crate::disk::lru::Lru;
 use crate::disk::runs::{read_mapped, Piece};
 use crate::disk::{ChainLink, ChainState, DiskFormat, OpenOptions, OpenedDisk, MAX_VIRTUAL_SIZE};
@@ -282,9 +282,8 @@ pub(crate) fn resolve_parent(
     opts: &OpenOptions,
 ) -> Result<std::path::PathBuf> {
     let mut first_err: Option<Error> = None;
-    let anchored = anchored(path);
     for c in candidates {
-        match opts.chain.resolve(&anchored, c) {
+        match resolve(opts, path, c) {
             Ok(p) => return Ok(p),
             Err(e) => {
                 let refused = matches!(e, Error::Refused { .. });

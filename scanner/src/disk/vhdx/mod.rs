@@ -298,3 +298,8 @@ pub fn open(
         chain,
     })
 }
+
+#[cfg(test)]
+mod test_writer;
+#[cfg(test)]
+mod tests;
