@@ -24,6 +24,30 @@ pub(crate) fn open_lower(
     open_resolved(&path, opts, state)
 }
 
+/// Opens the lower layer `named` as a raw image whatever its content, as QEMU does when the
+/// image says the backing format is `raw` (a raw backing file whose bytes happen to start with
+/// another format's magic must not be reinterpreted, nor may it name further files).
+pub(crate) fn open_lower_raw(
+    this: &Path,
+    named: &str,
+    opts: &OpenOptions,
+    state: &mut ChainState,
+) -> Result<OpenedDisk> {
+    let path = resolve(opts, this, named)?;
+    state.enter(&path)?;
+    let file: SharedSource = std::sync::Arc::new(crate::block::FileSource::open(&path)?);
+    Ok(OpenedDisk {
+        chain: vec![crate::disk::ChainLink {
+            path: path.display().to_string(),
+            format: crate::disk::DiskFormat::Raw,
+            virtual_size: file.size(),
+        }],
+        source: file,
+        format: crate::disk::DiskFormat::Raw,
+        details: Vec::new(),
+    })
+}
+
 /// Resolves a backing/parent name through the chain policy. Names that are absolute or climb
 /// out of the image's directory are refused before the filesystem is even asked about them
 /// (`/etc/shadow` is neither opened nor stat'ed) unless the user allowed directories, in which

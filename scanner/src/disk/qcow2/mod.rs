@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block::{check_bounds, read_vec, BlockSource, SharedSource};
-use crate::disk::backing::{open_lower, read_lower};
+use crate::disk::backing::{open_lower, open_lower_raw, read_lower};
 use crate::disk::lru::Lru;
 use crate::disk::{ChainLink, ChainState, DiskFormat, OpenOptions, OpenedDisk};
 use crate::error::{Error, Result};
@@ -360,7 +360,13 @@ pub fn open(
         virtual_size: image.size(),
     }];
     if let Some(named) = image.backing_file().map(str::to_string) {
-        let lower = open_lower(path, &named, opts, state)?;
+        // An explicit `raw` backing format is honoured (as QEMU does); other formats are
+        // detected from the backing file's magic.
+        let lower = if image.header().backing_format.as_deref() == Some("raw") {
+            open_lower_raw(path, &named, opts, state)?
+        } else {
+            open_lower(path, &named, opts, state)?
+        };
         chain.extend(lower.chain);
         image.set_backing(lower.source);
     }

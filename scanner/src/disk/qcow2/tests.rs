@@ -228,6 +228,39 @@ fn hostile_backing_paths_are_refused() {
 }
 
 #[test]
+fn a_raw_backing_format_is_not_reinterpreted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The backing file is a qcow2 image, but the overlay says it is raw: its bytes are the disk.
+    let raw = d.join("r.img");
+    write_raw(&raw, &guest_content(1 << 20, 8));
+    let inner = convert(d, &raw, "inner.qcow2", &[]);
+    let top = d.join("top.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            "inner.qcow2",
+            "-F",
+            "raw",
+            p(&top),
+            "4M",
+        ],
+    );
+    let disk = open(&top, &opts()).unwrap();
+    assert_eq!(disk.chain[1].format, DiskFormat::Raw);
+    let want = qemu_raw(&top, "qcow2");
+    assert!(read_all(disk.source.as_ref()) == want);
+    assert!(want.starts_with(b"QFI\xfb"));
+    let _ = inner;
+}
+
+#[test]
 fn looping_and_deep_chains_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -32,13 +32,21 @@ impl Bat {
                 format!("VHD BAT of {entries} entries exceeds {MAX_BAT_BYTES} bytes"),
             ));
         }
-        let raw = read_vec(file, offset, bytes, MAX_BAT_BYTES).map_err(|_| {
+        let past_end = || {
             Error::corrupt(
                 file.name(),
                 offset,
                 format!("VHD BAT ({bytes} bytes at {offset:#x}) lies past the end of the file"),
             )
-        })?;
+        };
+        // Checked before allocating: the entry count comes from the image.
+        if offset
+            .checked_add(bytes)
+            .is_none_or(|end| end > file.size())
+        {
+            return Err(past_end());
+        }
+        let raw = read_vec(file, offset, bytes, MAX_BAT_BYTES).map_err(|_| past_end())?;
         let sectors_per_block = u64::from(block_size / 512);
         let bitmap_size = sectors_per_block.div_ceil(8).div_ceil(512) * 512;
         Ok(Bat {
