@@ -149,6 +149,52 @@ fn three_level_chains_read_the_top_state() {
 }
 
 #[test]
+fn extended_l2_overlays_mix_subclusters_with_the_backing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_raw(&d.join("base.raw"), &guest_content(SIZE, 19));
+    let top = d.join("top.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            p(&top),
+        ],
+    );
+    // 4 KiB writes and zero writes inside 64 KiB clusters (2 KiB subclusters).
+    run(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0x31 4k 4k",
+            "-c",
+            "write -P 0x32 70k 2k",
+            "-c",
+            "write -z 140k 6k",
+            "-c",
+            "write -P 0x33 1M 130k",
+            "-c",
+            "discard 1M 64k",
+            p(&top),
+        ],
+    );
+    let disk = open(&top, &opts()).unwrap();
+    let want = qemu_raw(&top, "qcow2");
+    let got = read_all(disk.source.as_ref());
+    assert_eq!(got.iter().zip(&want).position(|(a, b)| a != b), None);
+    check_ranges(disk.source.as_ref(), &want);
+}
+
+#[test]
 fn internal_snapshots_read_their_own_state() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("raw.img");
