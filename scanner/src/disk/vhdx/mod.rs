@@ -3,7 +3,7 @@
 //!
 //! One file per on-disk structure: [`header`] (file identifier and headers, 2.2.1-2.2.2),
 //! [`region`] (region table, 2.2.3), [`metadata`] (metadata table and items, 2.6), [`bat`]
-//! (block allocation table, 2.4-2.5), [`log`] (2.3: images with a non-empty log are refused).
+//! (block allocation table, 2.4-2.5), [`log`] (2.3: a non-empty log is replayed in memory).
 //! A differencing disk reads not-present blocks, and sectors whose bitmap bit is clear in
 //! partially present blocks, from its parent, whose data write GUID must equal the child's
 //! `parent_linkage`.
@@ -42,6 +42,7 @@ pub struct VhdxImage {
     bat: Bat,
     parent: Option<SharedSource>,
     bitmaps: Lru<u64, [u8]>,
+    log_note: Option<String>,
     name: String,
 }
 
@@ -51,7 +52,18 @@ impl VhdxImage {
     pub fn parse(file: SharedSource) -> Result<VhdxImage> {
         let name = file.name().to_string();
         let header = Header::read(file.as_ref())?;
-        log::check_clean(&name, &header)?;
+        // Headers are never logged; everything else is read through the replayed log.
+        let mut log_note = None;
+        let file: SharedSource = if header.log_guid != [0u8; 16] {
+            let replayed = log::replay(file, &header)?;
+            log_note = Some(format!(
+                "replayed in memory ({} entries, head sequence {})",
+                replayed.entries, replayed.head_sequence
+            ));
+            Arc::new(replayed)
+        } else {
+            file
+        };
         let regions = RegionTable::read(file.as_ref())?;
         let metadata = Metadata::read(file.as_ref(), regions.metadata)?;
         let mut reserved = vec![
@@ -77,6 +89,7 @@ impl VhdxImage {
             bat,
             parent: None,
             bitmaps: Lru::new(BITMAP_CACHE_ENTRIES),
+            log_note,
             name,
         })
     }
@@ -130,6 +143,9 @@ impl VhdxImage {
                 ),
             ),
         ];
+        if let Some(n) = &self.log_note {
+            d.push(("log".into(), n.clone()));
+        }
         if let Some(id) = &md.disk_id {
             d.push(("virtual disk id".into(), guid_string(id)));
         }

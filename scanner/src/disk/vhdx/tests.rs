@@ -188,6 +188,79 @@ fn differencing_chains_read_the_top_state() {
     }
 }
 
+/// Sets the log GUID of both headers (fixing their checksums).
+fn set_log_guid(b: &mut [u8], guid: &[u8]) {
+    for h in [64 * 1024usize, 128 * 1024] {
+        b[h + 48..h + 64].copy_from_slice(guid);
+        let c = checksum(&b[h..h + 4096], 4);
+        b[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
+    }
+}
+
+#[test]
+fn a_dirty_log_is_replayed_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.vhdx");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vhdx",
+            "-o",
+            "block_size=1M,log_size=1M",
+            p(&img),
+            "8M",
+        ],
+    );
+    // Each block allocation goes through QEMU's log (BAT updates), which it clears on close.
+    run(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0x41 0 3M",
+            "-c",
+            "write -P 0x42 5M 100k",
+            p(&img),
+        ],
+    );
+    let want = qemu_raw(&img, "vhdx");
+    let mut b = std::fs::read(&img).unwrap();
+    let hdr = Header::read(&MemSource::new(b.clone(), "h")).unwrap();
+    assert_eq!(hdr.log_guid, [0; 16]);
+    let log = hdr.log_offset as usize;
+    assert_eq!(&b[log..log + 4], b"loge");
+    // QEMU starts a new log GUID for every update: a crash after the last one leaves the
+    // header with the newest entry's GUID.
+    let newest = (0..1usize << 20)
+        .step_by(4096)
+        .map(|p| log + p)
+        .filter(|&p| &b[p..p + 4] == b"loge")
+        .max_by_key(|&p| u64::from_le_bytes(b[p + 16..p + 24].try_into().unwrap()))
+        .unwrap();
+    let entry_guid = b[newest + 32..newest + 48].to_vec();
+    // Lose the BAT's first sector as a crash before the metadata write would: only the log
+    // still has it.
+    let regions = super::region::RegionTable::read(&MemSource::new(b.clone(), "r")).unwrap();
+    let bat = regions.bat.offset as usize;
+    b[bat..bat + 4096].fill(0);
+    let src: SharedSource = Arc::new(MemSource::new(b.clone(), "lost"));
+    let lost = read_all(&VhdxImage::parse(src).unwrap());
+    assert!(lost != want, "zeroing the BAT should lose data");
+    set_log_guid(&mut b, &entry_guid);
+    let src: SharedSource = Arc::new(MemSource::new(b.clone(), "dirty"));
+    let image = VhdxImage::parse(src).unwrap();
+    assert!(format!("{:?}", image.details()).contains("replayed"));
+    let got = read_all(&image);
+    let diff = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert_eq!(diff, None, "replayed image differs from qemu-img's");
+    // A log GUID that no entry carries: no valid sequence, refused with the reason.
+    set_log_guid(&mut b, &[0x5a; 16]);
+    let err = parse_bytes(b).unwrap_err();
+    assert!(err.to_string().contains("log"), "{err}");
+}
+
 fn parse_bytes(b: Vec<u8>) -> crate::Result<u64> {
     let src: SharedSource = Arc::new(MemSource::new(b, "patched"));
     let img = VhdxImage::parse(src)?;
@@ -230,13 +303,9 @@ fn hostile_images_are_clear_errors() {
     let at = (2 << 20) + 64 * 1024 + 8;
     b[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
     assert!(matches!(parse_bytes(b).unwrap_err(), Error::Corrupt { .. }));
-    // A dirty log: refused with the reason.
+    // A dirty log without any valid entry: refused with the reason.
     let mut b = good.clone();
-    for h in [64 * 1024usize, 128 * 1024] {
-        b[h + 48..h + 64].fill(0x5a);
-        let c = checksum(&b[h..h + 4096], 4);
-        b[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
-    }
+    set_log_guid(&mut b, &[0x5a; 16]);
     let err = parse_bytes(b).unwrap_err();
     assert!(err.to_string().contains("log"), "{err}");
     // Both headers with bad checksums.
