@@ -316,3 +316,160 @@ pub fn replay(file: SharedSource, header: &Header) -> Result<ReplayedFile> {
         name,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemSource;
+
+    const GUID: [u8; 16] = [0x77; 16];
+
+    enum TestOp {
+        Zero(u64, u64),
+        Data(u64, u8),
+    }
+
+    /// One log entry as [MS-VHDX] 2.3.1 lays it out.
+    fn entry(seq: u64, tail: u32, ops: &[TestOp]) -> Vec<u8> {
+        let data_count = ops.iter().filter(|o| matches!(o, TestOp::Data(..))).count();
+        let desc_area = (64 + 32 * ops.len()).div_ceil(4096) * 4096;
+        let len = desc_area + 4096 * data_count;
+        let mut e = vec![0u8; len];
+        e[0..4].copy_from_slice(b"loge");
+        e[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        e[12..16].copy_from_slice(&tail.to_le_bytes());
+        e[16..24].copy_from_slice(&seq.to_le_bytes());
+        e[24..28].copy_from_slice(&(ops.len() as u32).to_le_bytes());
+        e[32..48].copy_from_slice(&GUID);
+        let mut data_at = desc_area;
+        for (i, op) in ops.iter().enumerate() {
+            let d = 64 + 32 * i;
+            e[d + 24..d + 32].copy_from_slice(&seq.to_le_bytes());
+            match *op {
+                TestOp::Zero(at, n) => {
+                    e[d..d + 4].copy_from_slice(b"zero");
+                    e[d + 8..d + 16].copy_from_slice(&n.to_le_bytes());
+                    e[d + 16..d + 24].copy_from_slice(&at.to_le_bytes());
+                }
+                TestOp::Data(at, fill) => {
+                    e[d..d + 4].copy_from_slice(b"desc");
+                    e[d + 4..d + 8].copy_from_slice(&[fill; 4]); // trailing bytes
+                    e[d + 8..d + 16].copy_from_slice(&[fill; 8]); // leading bytes
+                    e[d + 16..d + 24].copy_from_slice(&at.to_le_bytes());
+                    let s = &mut e[data_at..data_at + 4096];
+                    s[0..4].copy_from_slice(b"data");
+                    s[4..8].copy_from_slice(&((seq >> 32) as u32).to_le_bytes());
+                    s[8..4092].fill(fill);
+                    s[4092..4096].copy_from_slice(&(seq as u32).to_le_bytes());
+                    data_at += 4096;
+                }
+            }
+        }
+        let c = checksum(&e, 4);
+        e[4..8].copy_from_slice(&c.to_le_bytes());
+        e
+    }
+
+    /// Places `entries` (position, bytes) in a circular log of `size` bytes.
+    fn log_with(size: usize, entries: &[(usize, Vec<u8>)]) -> Vec<u8> {
+        let mut log = vec![0u8; size];
+        for (pos, e) in entries {
+            for (i, b) in e.iter().enumerate() {
+                log[(pos + i) % size] = *b;
+            }
+        }
+        log
+    }
+
+    #[test]
+    fn the_newest_complete_sequence_is_replayed_from_its_tail() {
+        // An older session (seq 5-6), then seq 7 whose tail is seq 6: replay 6 and 7 only.
+        let log = log_with(
+            64 * 1024,
+            &[
+                (0, entry(5, 0, &[TestOp::Data(0x30_0000, 1)])),
+                (8192, entry(6, 8192, &[TestOp::Data(0x30_1000, 2)])),
+                (
+                    16384,
+                    entry(
+                        7,
+                        8192,
+                        &[TestOp::Zero(0x30_1000, 4096), TestOp::Data(0x30_2000, 3)],
+                    ),
+                ),
+                // A later-numbered entry with a bad checksum is ignored.
+                (32768, {
+                    let mut e = entry(8, 32768, &[]);
+                    e[100] ^= 1;
+                    e
+                }),
+            ],
+        );
+        let seq = active_sequence(&log, &GUID);
+        assert_eq!(seq.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 7]);
+    }
+
+    #[test]
+    fn entries_wrap_around_the_end_of_the_log() {
+        let size = 64 * 1024;
+        let log = log_with(
+            size,
+            &[(
+                size - 4096,
+                entry(9, (size - 4096) as u32, &[TestOp::Data(0x20_0000, 4)]),
+            )],
+        );
+        let seq = active_sequence(&log, &GUID);
+        assert_eq!(seq.len(), 1);
+        assert_eq!(seq[0].seq, 9);
+    }
+
+    #[test]
+    fn replay_applies_data_and_zero_descriptors_in_order() {
+        // A 3 MiB file of 0xee with a 1 MiB log at 1 MiB.
+        let mut file = vec![0xeeu8; 3 << 20];
+        let log = log_with(
+            1 << 20,
+            &[(
+                0,
+                entry(
+                    1,
+                    0,
+                    &[
+                        TestOp::Data(0x20_0000, 0x11),
+                        TestOp::Data(0x20_1000, 0x22),
+                        TestOp::Zero(0x20_1000, 8192),
+                        TestOp::Data(0x30_0000, 0x33), // extends the file
+                    ],
+                ),
+            )],
+        );
+        file[1 << 20..2 << 20].copy_from_slice(&log);
+        let src: SharedSource = Arc::new(MemSource::new(file, "t"));
+        let header = Header {
+            index: 0,
+            sequence: 1,
+            data_write_guid: [0; 16],
+            log_guid: GUID,
+            log_length: 1 << 20,
+            log_offset: 1 << 20,
+        };
+        let r = replay(src, &header).unwrap();
+        assert_eq!(r.size(), (3 << 20) + 4096);
+        let mut b = vec![0u8; 4 * 4096];
+        r.read_exact_at(0x20_0000, &mut b).unwrap();
+        assert!(b[..4096].iter().all(|&x| x == 0x11));
+        assert!(b[4096..3 * 4096].iter().all(|&x| x == 0));
+        assert!(b[3 * 4096..].iter().all(|&x| x == 0xee));
+        let mut b = vec![0u8; 4096];
+        r.read_exact_at(0x30_0000, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0x33));
+        // A log GUID no entry carries: refused.
+        let other = Header {
+            log_guid: [1; 16],
+            ..header
+        };
+        let src: SharedSource = Arc::new(MemSource::new(vec![0u8; 3 << 20], "t"));
+        assert!(replay(src, &other).is_err());
+    }
+}
