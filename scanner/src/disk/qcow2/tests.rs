@@ -149,6 +149,52 @@ fn three_level_chains_read_the_top_state() {
 }
 
 #[test]
+fn backing_files_of_other_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_raw(&d.join("base.raw"), &guest_content(SIZE, 23));
+    for (fmt, name) in [
+        ("vpc", "base.vhd"),
+        ("vhdx", "base.vhdx"),
+        ("qcow2", "base.qcow2"),
+    ] {
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                fmt,
+                p(&d.join("base.raw")),
+                p(&d.join(name)),
+            ],
+        );
+        let top = d.join(format!("over-{fmt}.qcow2"));
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                name,
+                "-F",
+                fmt,
+                p(&top),
+                "7M",
+            ],
+        );
+        run("qemu-io", &["-c", "write -P 0x66 100k 200k", p(&top)]);
+        let disk = open(&top, &opts()).unwrap();
+        assert_eq!(disk.chain.len(), 2, "{fmt}");
+        let want = qemu_raw(&top, "qcow2");
+        assert!(read_all(disk.source.as_ref()) == want, "qcow2 over {fmt}");
+    }
+}
+
+#[test]
 fn extended_l2_overlays_mix_subclusters_with_the_backing_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
