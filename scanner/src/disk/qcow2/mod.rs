@@ -177,7 +177,7 @@ impl Qcow2Image {
                             s.id,
                             s.name,
                             s.disk_size.unwrap_or(h.size),
-                            s.date_sec
+                            snapshot::format_date(s.date_sec)
                         ),
                     ));
                 }

@@ -110,10 +110,43 @@ pub fn read_table(file: &dyn BlockSource, offset: u64, count: u32) -> Result<Vec
     Ok(out)
 }
 
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, proleptic Gregorian).
+pub fn format_date(secs: u32) -> String {
+    let secs = i64::from(secs);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Finds the snapshot whose id or name is `wanted` (ids first, as `qemu-img snapshot -a`).
 pub fn find<'a>(snapshots: &'a [Snapshot], wanted: &str) -> Option<&'a Snapshot> {
     snapshots
         .iter()
         .find(|s| s.id == wanted)
         .or_else(|| snapshots.iter().find(|s| s.name == wanted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_formatted_in_utc() {
+        assert_eq!(format_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_date(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_date(1_795_487_101), "2026-11-24 02:25:01 UTC");
+    }
 }
