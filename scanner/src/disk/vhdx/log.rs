@@ -155,6 +155,9 @@ fn active_sequence(log: &[u8], log_guid: &[u8; 16]) -> Vec<Entry> {
     while start < size {
         let mut run: Vec<(u64, Entry)> = Vec::new();
         let mut pos = start;
+        // Unwrapped end of the run, to resume the scan after it (as section 2.3.3 does): a
+        // later start inside this run could only find a suffix of it, so the scan stays linear.
+        let mut run_end = start;
         while run.len() < max_entries {
             let Some(e) = parse(pos) else { break };
             if let Some((_, last)) = run.last() {
@@ -163,6 +166,7 @@ fn active_sequence(log: &[u8], log_guid: &[u8; 16]) -> Vec<Entry> {
                 }
             }
             let next = (pos + e.len) % size;
+            run_end += e.len;
             run.push((pos, e));
             pos = next;
         }
@@ -175,7 +179,11 @@ fn active_sequence(log: &[u8], log_guid: &[u8; 16]) -> Vec<Entry> {
                 }
             }
         }
-        start += SECTOR;
+        start = if run_end > start {
+            run_end
+        } else {
+            start + SECTOR
+        };
     }
     best.map(|(_, run)| run.into_iter().map(|(_, e)| e).collect())
         .unwrap_or_default()
@@ -407,6 +415,37 @@ mod tests {
         );
         let seq = active_sequence(&log, &GUID);
         assert_eq!(seq.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 7]);
+    }
+
+    #[test]
+    fn a_log_full_of_entries_is_scanned_in_linear_time() {
+        // 16 MiB of consecutive one-sector entries: a quadratic scan would take minutes.
+        let size = 16usize << 20;
+        let n = size / 4096;
+        let entries: Vec<(usize, Vec<u8>)> = (0..n)
+            .map(|i| (i * 4096, entry(i as u64 + 1, 0, &[])))
+            .collect();
+        let log = log_with(size, &entries);
+        let t = std::time::Instant::now();
+        let seq = active_sequence(&log, &GUID);
+        assert_eq!(seq.len(), n);
+        assert!(t.elapsed().as_secs() < 20);
+    }
+
+    #[test]
+    fn a_sequence_wrapping_the_end_of_the_log_is_found_whole() {
+        let size = 64 * 1024;
+        let tail = size - 8192;
+        let log = log_with(
+            size,
+            &[
+                (tail, entry(3, tail as u32, &[])),
+                (size - 4096, entry(4, tail as u32, &[])),
+                (0, entry(5, tail as u32, &[])),
+            ],
+        );
+        let seq = active_sequence(&log, &GUID);
+        assert_eq!(seq.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
     }
 
     #[test]
