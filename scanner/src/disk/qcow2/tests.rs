@@ -457,7 +457,26 @@ fn hostile_headers_are_clear_errors() {
         open(&c, &opts()).unwrap_err(),
         Error::Corrupt { .. }
     ));
-    // Encrypted.
+    // Encrypted: a real LUKS image, and the legacy AES method patched in.
+    let luks = dir.path().join("luks.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=s0,data=pw",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+            p(&luks),
+            "1M",
+        ],
+    );
+    let err = open(&luks, &opts()).unwrap_err();
+    assert!(matches!(err, Error::Encrypted { .. }), "{err}");
+    assert_eq!(err.reason(), crate::error::Reason::Encrypted);
     let c = copy("crypt.qcow2");
     patch(&c, 32, &1u32.to_be_bytes());
     assert!(matches!(
