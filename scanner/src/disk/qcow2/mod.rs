@@ -265,7 +265,21 @@ impl Qcow2Image {
 
     fn flush(&self, run: &Run, buf: &mut [u8]) -> Result<()> {
         match run.mapping {
-            Mapping::Data(host) => self.file.read_exact_at(host, buf),
+            Mapping::Data(host) => {
+                // A last cluster cut short by the end of the file reads as zeros past it (as in
+                // QEMU); a cluster wholly past the end is corrupt.
+                if host >= self.file.size() {
+                    return Err(Error::corrupt(
+                        &self.name,
+                        host,
+                        format!(
+                            "qcow2 data cluster for guest byte {:#x} lies past the end of the file",
+                            run.guest
+                        ),
+                    ));
+                }
+                read_lower(Some(&self.file), host, buf)
+            }
             Mapping::Zero => {
                 buf.fill(0);
                 Ok(())

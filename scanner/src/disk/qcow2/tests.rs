@@ -511,6 +511,18 @@ fn hostile_headers_are_clear_errors() {
     let disk = open(&c, &opts()).unwrap();
     let mut b = [0u8; 512];
     assert!(disk.source.read_exact_at(0, &mut b).is_err());
+    // The last data cluster cut short: zeros past the end of the file, as QEMU reads it.
+    let c = copy("short.qcow2");
+    let len = std::fs::metadata(&c).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&c)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+    let disk = open(&c, &opts()).unwrap();
+    let got = read_all(disk.source.as_ref());
+    assert!(got == qemu_raw(&c, "qcow2"), "short last cluster");
     // Truncated files.
     let bytes = std::fs::read(&good).unwrap();
     for n in [0usize, 4, 71, 100, 200] {

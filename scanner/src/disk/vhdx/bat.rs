@@ -103,7 +103,14 @@ impl Bat {
                 continue;
             }
             let start = e & !0xF_FFFF;
-            let len = if is_bitmap { SECTOR_BITMAP_BLOCK } else { bs };
+            // The last payload block only needs to hold the rest of the virtual disk (fixed
+            // images end right after it).
+            let len = if is_bitmap {
+                SECTOR_BITMAP_BLOCK
+            } else {
+                let block = i as u64 - i as u64 / (chunk_ratio + 1);
+                bs.min(virtual_size.saturating_sub(block * bs)).max(1)
+            };
             let end = start.checked_add(len).filter(|&end| end <= file.size());
             let Some(end) = end.filter(|_| start >= HEADER_SECTION_END) else {
                 return Err(Error::corrupt(

@@ -25,6 +25,9 @@ fn qemu_variants_read_like_qemu() {
         ("fixed.vhdx", "subformat=fixed"),
         ("b1.vhdx", "block_size=1M"),
         ("b32.vhdx", "block_size=32M,log_size=8M"),
+        // Fixed, 8 MiB blocks over 6 MiB: the file ends inside the last block.
+        ("fixed-nz.vhdx", "subformat=fixed,block_state_zero=off"),
+        ("nz.vhdx", "block_state_zero=off"),
     ] {
         let img = dir.path().join(name);
         let mut a = vec!["convert", "-f", "raw", "-O", "vhdx"];
