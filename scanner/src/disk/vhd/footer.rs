@@ -121,3 +121,51 @@ impl Footer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn footer(app: &[u8; 4], geometry: (u16, u8, u8), current: u64) -> Footer {
+        Footer {
+            data_offset: u64::MAX,
+            creator_app: *app,
+            current_size: current,
+            geometry,
+            disk_type: TYPE_FIXED,
+            checksum_ok: true,
+            unique_id: [0; 16],
+        }
+    }
+
+    #[test]
+    fn virtual_size_follows_qemus_creator_rules() {
+        // Virtual PC and old QEMU: CHS geometry.
+        assert_eq!(
+            footer(b"vpc ", (100, 16, 63), 1 << 30).virtual_size(),
+            100 * 16 * 63 * 512
+        );
+        assert_eq!(
+            footer(b"qemu", (100, 16, 63), 1 << 30).virtual_size(),
+            100 * 16 * 63 * 512
+        );
+        // Hyper-V, disk2vhd, newer QEMU: the current size field.
+        for app in [b"win ", b"d2v ", b"qem2", b"tap\0", b"CTXS"] {
+            assert_eq!(footer(app, (100, 16, 63), 1 << 30).virtual_size(), 1 << 30);
+        }
+        // The maximum geometry means "larger than CHS can say".
+        assert_eq!(
+            footer(b"vpc ", (65535, 16, 255), 1 << 40).virtual_size(),
+            1 << 40
+        );
+    }
+
+    #[test]
+    fn checksum_is_the_ones_complement_of_the_byte_sum() {
+        let mut b = [0u8; 512];
+        b[0] = 1;
+        b[511] = 2;
+        b[64] = 0xff; // inside the skipped checksum field
+        assert_eq!(checksum(&b, 64..68), !3u32);
+    }
+}
