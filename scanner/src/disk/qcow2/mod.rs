@@ -29,6 +29,8 @@ use snapshot::Snapshot;
 
 /// Memory for cached L2 tables (bytes).
 const L2_CACHE_BYTES: u64 = 32 << 20;
+/// Compressed clusters in one read from which they are decompressed in parallel.
+const PARALLEL_MIN_COMPRESSED: usize = 4;
 /// Memory for cached decompressed clusters (bytes).
 const CLUSTER_CACHE_BYTES: u64 = 16 << 20;
 
@@ -323,9 +325,9 @@ impl BlockSource for Qcow2Image {
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_bounds(&self.name, offset, buf.len(), self.size)?;
+        // First map the whole range into runs, then fill them.
         let mut current = None;
-        let mut run: Option<Run> = None;
-        let mut run_start = 0usize; // index in buf of the current run
+        let mut runs: Vec<Run> = Vec::new();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -333,26 +335,42 @@ impl BlockSource for Qcow2Image {
             let n = usize::try_from(avail)
                 .unwrap_or(usize::MAX)
                 .min(buf.len() - done);
-            match &mut run {
+            match runs.last_mut() {
                 Some(r) if r.continues(mapping) => r.len += n as u64,
-                _ => {
-                    if let Some(r) = run.take() {
-                        self.flush(&r, &mut buf[run_start..done])?;
-                    }
-                    run_start = done;
-                    run = Some(Run {
-                        guest: pos,
-                        mapping,
-                        len: n as u64,
-                    });
-                }
+                _ => runs.push(Run {
+                    guest: pos,
+                    mapping,
+                    len: n as u64,
+                }),
             }
             done += n;
         }
-        if let Some(r) = run {
-            self.flush(&r, &mut buf[run_start..done])?;
+        let compressed = runs
+            .iter()
+            .filter(|r| matches!(r.mapping, Mapping::Compressed { .. }))
+            .count();
+        if compressed < PARALLEL_MIN_COMPRESSED {
+            let mut rest = &mut buf[..];
+            for r in &runs {
+                let (head, tail) = rest.split_at_mut(r.len as usize);
+                self.flush(r, head)?;
+                rest = tail;
+            }
+            return Ok(());
         }
-        Ok(())
+        // Several compressed clusters: decompress them on the thread pool (sequential reads of
+        // compressed images are otherwise bound by one core's inflate/zstd speed).
+        use rayon::prelude::*;
+        let mut pieces: Vec<(&Run, &mut [u8])> = Vec::with_capacity(runs.len());
+        let mut rest = &mut buf[..];
+        for r in &runs {
+            let (head, tail) = rest.split_at_mut(r.len as usize);
+            pieces.push((r, head));
+            rest = tail;
+        }
+        pieces
+            .into_par_iter()
+            .try_for_each(|(r, out)| self.flush(r, out))
     }
 
     fn name(&self) -> &str {
