@@ -5,8 +5,6 @@
 //! Zstandard frame (type 1) that must decode to exactly one cluster. The stored length is rounded
 //! up to 512-byte sectors, so trailing bytes after the stream are normal and ignored.
 
-use std::io::Read;
-
 use crate::disk::qcow2::header::Compression;
 use crate::error::{Error, Result};
 
@@ -40,14 +38,64 @@ pub fn decompress(
                 )));
             }
         }
-        Compression::Zstd => {
-            let mut src = input;
-            let mut dec = ruzstd::decoding::StreamingDecoder::new(&mut src)
-                .map_err(|e| bad(e.to_string()))?;
-            dec.read_exact(out).map_err(|e| bad(e.to_string()))?;
-        }
+        Compression::Zstd => zstd_cluster(input, out).map_err(bad)?,
     }
     Ok(())
+}
+
+/// Largest zstd window accepted (4 MiB): QEMU compresses one cluster (at most 2 MiB) per frame,
+/// and a larger window in a hostile frame header would only make the decoder allocate more.
+const ZSTD_WINDOW_LOG_MAX: u32 = 22;
+
+thread_local! {
+    /// One reusable zstd decoder per thread (a context is ~100 KiB to set up).
+    static ZSTD: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes one zstd frame from `input` (followed by sector padding) into exactly `out`, as
+/// QEMU's streaming decoder does: stop once the cluster is full.
+///
+/// libzstd (the `zstd` crate) is used rather than `ruzstd`: measured ~3x faster per core on
+/// compressed qcow2 images, which is what a sequential read of one is bound by.
+fn zstd_cluster(input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+    use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match slot.as_mut() {
+            Some(d) => {
+                d.reinit().map_err(|e| e.to_string())?;
+                d
+            }
+            None => {
+                let mut d = Decoder::new().map_err(|e| e.to_string())?;
+                d.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
+                    .map_err(|e| e.to_string())?;
+                slot.insert(d)
+            }
+        };
+        let want = out.len();
+        let mut inb = InBuffer::around(input);
+        let mut outb = OutBuffer::around(out);
+        // Each step consumes input or produces output; the bound is a backstop.
+        for _ in 0..=input.len() + want {
+            let (in_before, out_before) = (inb.pos, outb.pos());
+            let hint = dec.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
+            if outb.pos() == want || hint == 0 {
+                break;
+            }
+            if inb.pos == in_before && outb.pos() == out_before {
+                break;
+            }
+        }
+        let got = outb.pos();
+        if got != want {
+            // Leave no half-used context behind.
+            *slot = None;
+            return Err(format!("decoded {got} of {want} bytes"));
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
