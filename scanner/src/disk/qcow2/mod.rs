@@ -224,8 +224,9 @@ impl Qcow2Image {
             .unwrap_or(0);
         let l2_off = l1l2::l2_offset(&self.name, h, l1_entry, l1_index)?;
         if l2_off == 0 {
-            // The whole L2 range is unallocated.
-            return Ok((Mapping::Backing, h.cluster_size() - within));
+            // The whole range of this L2 table is unallocated: one mapping to its end.
+            let span = per_l2 << h.cluster_bits;
+            return Ok((Mapping::Backing, span - (pos & (span - 1))));
         }
         let table = match current {
             Some((off, t)) if *off == l2_off => t.clone(),
