@@ -380,6 +380,96 @@ fn human_size(n: u64) -> String {
     }
 }
 
+/// Standard output as a file when it is a regular file at offset 0 (`coldscan cat disk > x.raw`):
+/// the whole-disk copy can then leave holes for zero ranges, as `qemu-img convert` and
+/// `cp --sparse` do, instead of writing gigabytes of zeros.
+fn fresh_regular_stdout() -> Option<std::fs::File> {
+    use std::io::Seek;
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let mut file = std::fs::File::from(fd);
+    let regular = file.metadata().ok()?.is_file();
+    (regular && file.stream_position().ok()? == 0).then_some(file)
+}
+
+/// Copies the virtual disk `src` into `file`, seeking over all-zero 64 KiB pieces and setting
+/// the final length, so the copy is sparse.
+fn cat_sparse(
+    src: &dyn coldscan_scanner::block::BlockSource,
+    mut file: std::fs::File,
+) -> anyhow::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    const PIECE: usize = 64 * 1024;
+    let zeros = vec![0u8; PIECE];
+    let size = src.size();
+    let ctx = || "writing to standard output";
+    read_ahead(src, |buf| {
+        let n = buf.len();
+        // Write runs of non-zero pieces in one call; seek over zero pieces.
+        let mut start = 0usize;
+        while start < n {
+            let end = (start + PIECE).min(n);
+            let zero = buf[start..end] == zeros[..end - start];
+            let mut stop = end;
+            while stop < n {
+                let next = (stop + PIECE).min(n);
+                if (buf[stop..next] == zeros[..next - stop]) != zero {
+                    break;
+                }
+                stop = next;
+            }
+            if zero {
+                file.seek(SeekFrom::Current((stop - start) as i64))
+                    .with_context(ctx)?;
+            } else {
+                file.write_all(&buf[start..stop]).with_context(ctx)?;
+            }
+            start = stop;
+        }
+        Ok(())
+    })?;
+    file.set_len(size).with_context(ctx)?;
+    Ok(())
+}
+
+/// Calls `sink` with the whole content of `src` in order, in 1 MiB chunks, while a second
+/// thread already reads (and decodes: qcow2, VHDX...) the next chunks: reading and writing
+/// overlap, as in `qemu-img convert`.
+fn read_ahead(
+    src: &dyn coldscan_scanner::block::BlockSource,
+    mut sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::sync::mpsc;
+    const CHUNK: u64 = 1 << 20;
+    const IN_FLIGHT: usize = 4;
+    let size = src.size();
+    let (full_tx, full_rx) = mpsc::sync_channel::<coldscan_scanner::Result<Vec<u8>>>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut pos = 0u64;
+            while pos < size {
+                let n = (size - pos).min(CHUNK) as usize;
+                let mut buf = empty_rx.try_recv().unwrap_or_default();
+                buf.resize(n, 0);
+                let r = src.read_exact_at(pos, &mut buf).map(|()| buf);
+                let failed = r.is_err();
+                // The receiver hung up (write error): stop reading.
+                if full_tx.send(r).is_err() || failed {
+                    return;
+                }
+                pos += n as u64;
+            }
+        });
+        for chunk in full_rx {
+            let chunk = chunk?;
+            sink(&chunk)?;
+            let _ = empty_tx.send(chunk);
+        }
+        Ok(())
+    })
+}
+
 /// `coldscan cat`.
 pub fn cat(args: &CatArgs) -> anyhow::Result<u8> {
     let opts = args.disk.open_options();
@@ -390,16 +480,12 @@ pub fn cat(args: &CatArgs) -> anyhow::Result<u8> {
             let disk = coldscan_scanner::disk::open_target(&args.target, &opts)
                 .with_context(|| format!("opening {}", args.target))?;
             let src = disk.source;
-            let size = src.size();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut pos = 0u64;
-            while pos < size {
-                let n = (size - pos).min(buf.len() as u64) as usize;
-                src.read_exact_at(pos, &mut buf[..n])?;
-                out.write_all(&buf[..n])
-                    .context("writing to standard output")?;
-                pos += n as u64;
+            if let Some(file) = fresh_regular_stdout() {
+                return cat_sparse(src.as_ref(), file).map(|()| EXIT_OK);
             }
+            read_ahead(src.as_ref(), |chunk| {
+                out.write_all(chunk).context("writing to standard output")
+            })?;
         }
         (Some(index), Some(path)) => {
             let target = inventory::open_disk(&args.target, &opts)

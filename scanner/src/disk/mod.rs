@@ -13,7 +13,15 @@ use serde::Serialize;
 use crate::block::{BlockSource, FileSource, SharedSource};
 use crate::error::{Error, Result};
 
+mod backing;
+mod lru;
 pub mod nbd;
+pub mod qcow2;
+mod runs;
+#[cfg(test)]
+mod testutil;
+pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 
 /// Longest backing/parent chain followed (as crosvm's `MAX_NESTING_DEPTH`).
@@ -89,6 +97,14 @@ impl ChainPolicy {
         if named.is_empty() || named.contains('\0') {
             return Err(refuse("empty or invalid name"));
         }
+        // Names that are absolute or climb out of the image's directory are refused before the
+        // filesystem is even asked about them (`/etc/shadow` is neither opened nor stat'ed),
+        // unless the user allowed directories, in which case the canonical path decides below.
+        if self.allowed_dirs.is_empty() && escapes_lexically(named) {
+            return Err(refuse(
+                "outside the image's directory (allow it with --backing-dir)",
+            ));
+        }
         // `Path::new("disk.vmdk").parent()` is `Some("")`, which does not canonicalize.
         let base = image
             .parent()
@@ -117,6 +133,24 @@ impl ChainPolicy {
             ))
         }
     }
+}
+
+/// Whether `named` is absolute or, read lexically, leaves the directory it is relative to.
+fn escapes_lexically(named: &str) -> bool {
+    use std::path::Component;
+    let mut depth = 0usize;
+    for c in Path::new(named).components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            Component::RootDir | Component::Prefix(_) => return true,
+        }
+    }
+    false
 }
 
 /// Options for opening a disk.
@@ -238,7 +272,10 @@ pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Re
             format,
             details: Vec::new(),
         }),
+        DiskFormat::Qcow2 => qcow2::open(path, file, opts, state),
         DiskFormat::Vmdk => vmdk::open(path, file, opts, state),
+        DiskFormat::Vhd => vhd::open(path, file, opts, state),
+        DiskFormat::Vhdx => vhdx::open(path, file, opts, state),
         other => Err(Error::unsupported(
             path.display().to_string(),
             format!("{} images are not supported yet", other.as_str()),
