@@ -13,10 +13,10 @@ pub mod images;
 pub mod journal;
 pub mod manifest;
 pub mod ntfs;
+pub mod testdb;
 pub mod tools;
 pub mod tree;
 pub mod trees;
-pub mod testdb;
 pub mod tsk;
 
 pub use fixtures::{fixture, Fixture, FixtureMeta, VolumeMeta, FIXTURES};
