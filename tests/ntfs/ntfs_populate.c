@@ -24,6 +24,10 @@
  *   link PATH NEWPATH              add a hard link NEWPATH to the existing file PATH
  *   symlink PATH TARGET            create a file that is an IO_REPARSE_TAG_SYMLINK reparse
  *                                  point to TARGET (relative flag set unless TARGET starts '/')
+ *   makelink PATH TARGET           turn the existing file PATH into a symlink reparse point to
+ *                                  TARGET (the reparse point is then added after its other
+ *                                  attributes: with an attribute list it lands in an extension
+ *                                  record)
  *   junction PATH TARGET           create a directory that is an IO_REPARSE_TAG_MOUNT_POINT
  *                                  reparse point to TARGET (written as \??\TARGET)
  *   dosname PATH SHORT             give the existing file PATH the DOS 8.3 alias SHORT (ASCII,
@@ -307,6 +311,10 @@ int main(int argc, char **argv)
 			ntfs_inode_close(ni);
 		} else if (!strcmp(cmd, "symlink") && nf == 3) {
 			ntfs_inode *ni = create(f[1], S_IFREG);
+			link_reparse(ni, f[2], 0);
+			ntfs_inode_close(ni);
+		} else if (!strcmp(cmd, "makelink") && nf == 3) {
+			ntfs_inode *ni = open_path(f[1]);
 			link_reparse(ni, f[2], 0);
 			ntfs_inode_close(ni);
 		} else if (!strcmp(cmd, "junction") && nf == 3) {

@@ -139,6 +139,9 @@ struct Node {
     unreadable: Option<Unreadable>,
     /// Named data streams in [`FileId::stream`] order: name, size, unreadable.
     streams: Vec<(String, u64, Option<Unreadable>)>,
+    /// A problem found while summarising the record (unreadable reparse point), reported by
+    /// the walk at the file's first listed path.
+    problem: Option<Error>,
 }
 
 impl NtfsVolume {
@@ -448,21 +451,78 @@ impl NtfsVolume {
         m
     }
 
-    /// The file's reparse point; its value is usually resident but may be non-resident (long
-    /// link targets), then it is read from its clusters.
-    fn reparse_point(&self, file: &FileRecord) -> Option<ReparsePoint> {
-        let a = file
+    /// The file's reparse point, `None` if it has none. Its value is usually resident but is
+    /// non-resident for long link targets (libntfs-3g moves values of a few hundred bytes out),
+    /// and a non-resident value may be split into extents held by extension records: all
+    /// extents of the unnamed `$REPARSE_POINT` are mapped together, like a `$DATA` stream.
+    /// Unreadable or malformed values are errors, never "no reparse point": the caller must
+    /// not classify such a file silently as a plain file.
+    fn reparse_point(&self, file: &FileRecord) -> Result<Option<ReparsePoint>> {
+        let extents: Vec<&Attribute> = file
             .attributes
             .iter()
-            .find(|a| a.type_code == AT_REPARSE_POINT)?;
-        match a.resident_value() {
-            Some(v) => ReparsePoint::parse(v),
-            None => {
-                let what = format!("MFT record {} reparse point", file.number);
-                let v = self.attribute_value(a, MAX_REPARSE_BYTES, &what).ok()?;
-                ReparsePoint::parse(&v)
-            }
+            .filter(|a| a.type_code == AT_REPARSE_POINT && a.name.is_empty())
+            .collect();
+        if extents.is_empty() {
+            return Ok(None);
         }
+        let object = format!("{} MFT record {} reparse point", self.object(), file.number);
+        let at = self.record_offset(file.number);
+        let data = StreamData::from_extents(
+            &extents,
+            self.boot.cluster_size,
+            self.boot.total_clusters,
+            &object,
+        )?;
+        let size = data.size();
+        if size > MAX_REPARSE_BYTES {
+            return Err(Error::limit(
+                &object,
+                format!("{size} bytes exceed the {MAX_REPARSE_BYTES}-byte reparse point limit"),
+            ));
+        }
+        let value = match data {
+            StreamData::Resident(v) => v,
+            nr @ StreamData::NonResident(_) => {
+                // Bounded by MAX_REPARSE_BYTES just above.
+                let mut v = vec![0u8; size as usize];
+                StreamReader::new(
+                    self.src.as_ref(),
+                    self.boot.cluster_size,
+                    nr,
+                    object.clone(),
+                )
+                .read_exact(0, &mut v)?;
+                v
+            }
+        };
+        ReparsePoint::parse(&value).map(Some).ok_or_else(|| {
+            Error::corrupt(
+                &object,
+                at,
+                format!("reparse point value of {size} bytes is shorter than its 8-byte header"),
+            )
+        })
+    }
+
+    /// The target of a symlink or junction reparse point, or an error naming what is wrong.
+    fn link_target(&self, file: &FileRecord) -> Result<String> {
+        let object = format!("{} MFT record {} reparse point", self.object(), file.number);
+        let at = self.record_offset(file.number);
+        let rp = self
+            .reparse_point(file)?
+            .ok_or_else(|| Error::corrupt(&object, at, "symbolic link without a reparse point"))?;
+        rp.link_target().ok_or_else(|| {
+            Error::corrupt(
+                &object,
+                at,
+                format!(
+                    "reparse tag {:#010x}: link target outside the {}-byte reparse data",
+                    rp.tag,
+                    rp.data.len()
+                ),
+            )
+        })
     }
 
     /// Summarises a file for the walk.
@@ -519,7 +579,13 @@ impl NtfsVolume {
                 .unwrap_or(0)
         };
         let is_dir = file.flags & FLAG_DIRECTORY != 0;
-        let reparse = self.reparse_point(file);
+        // An unreadable reparse point leaves the kind unknown: the file is listed by its
+        // record flags (so its streams are still scanned) and the walk reports the error.
+        let mut problem = None;
+        let reparse = self.reparse_point(file).unwrap_or_else(|e| {
+            problem = Some(e);
+            None
+        });
         let mut kind = if is_dir {
             EntryKind::Dir
         } else {
@@ -541,7 +607,14 @@ impl NtfsVolume {
                 | attribute::IO_REPARSE_TAG_MOUNT_POINT
                 | attribute::IO_REPARSE_TAG_LX_SYMLINK => {
                     kind = EntryKind::Symlink;
-                    size = rp.link_target().map(|t| t.len() as u64).unwrap_or(0);
+                    // Size convention: the target's length in bytes (UTF-8), as `open` gives it.
+                    size = match rp.link_target() {
+                        Some(t) => t.len() as u64,
+                        None => {
+                            problem = self.link_target(file).err();
+                            0
+                        }
+                    };
                     unreadable = None;
                 }
                 attribute::IO_REPARSE_TAG_WOF if !is_dir => {
@@ -577,6 +650,7 @@ impl NtfsVolume {
             size,
             unreadable,
             streams: named,
+            problem,
         }
     }
 
@@ -707,10 +781,14 @@ struct Tree<'a> {
     children: HashMap<u64, Vec<(&'a str, u64)>>,
     listed: HashSet<u64>,
     expanded: HashSet<u64>,
+    /// [`Node::problem`]s not reported yet, by record number.
+    problems: HashMap<u64, Error>,
 }
 
 impl Tree<'_> {
-    fn emit(&self, number: u64, path: &str, visit: &mut dyn FnMut(WalkEvent)) {
+    /// Lists record `number` (and its named streams) under `path`; a problem found in the
+    /// record is reported right after its first listing.
+    fn emit(&mut self, number: u64, path: &str, visit: &mut dyn FnMut(WalkEvent)) {
         let Some(node) = self.nodes.get(&number) else {
             return;
         };
@@ -737,6 +815,12 @@ impl Tree<'_> {
                 },
                 unreadable: unreadable.clone(),
             }));
+        }
+        if let Some(error) = self.problems.remove(&number) {
+            visit(WalkEvent::Error {
+                path: path.to_string(),
+                error,
+            });
         }
     }
 
@@ -805,7 +889,11 @@ impl Filesystem for NtfsVolume {
     }
 
     fn walk(&self, visit: &mut dyn FnMut(WalkEvent)) -> Result<()> {
-        let nodes = self.scan(visit);
+        let mut nodes = self.scan(visit);
+        let problems = nodes
+            .iter_mut()
+            .filter_map(|(&n, node)| node.problem.take().map(|e| (n, e)))
+            .collect();
         if !nodes.get(&ROOT_RECORD).is_some_and(|n| n.is_dir) {
             return Err(Error::corrupt(
                 self.object(),
@@ -818,6 +906,7 @@ impl Filesystem for NtfsVolume {
             children: HashMap::new(),
             listed: HashSet::new(),
             expanded: HashSet::new(),
+            problems,
         };
         let mut orphans: Vec<(u64, &str)> = Vec::new();
         for (&number, node) in &nodes {
@@ -915,10 +1004,7 @@ impl Filesystem for NtfsVolume {
             ))
         };
         if entry.id.stream == 0 && entry.kind == EntryKind::Symlink {
-            let target = self
-                .reparse_point(&file)
-                .and_then(|r| r.link_target())
-                .unwrap_or_default();
+            let target = self.link_target(&file)?;
             return Ok(Box::new(StreamReader::new(
                 self.src.as_ref(),
                 cs,

@@ -656,6 +656,7 @@ fn dos_aliases_are_dropped_only_beside_a_long_name() {
         size: 0,
         unreadable: None,
         streams: Vec::new(),
+        problem: None,
     };
     let got: Vec<(u64, &str)> = link_names(&node)
         .into_iter()
@@ -907,4 +908,191 @@ fn mft_split_over_an_attribute_list() {
     assert_eq!(got, want);
     let e = entries.iter().find(|e| e.path == "/c/i.txt").unwrap();
     assert_eq!(content(&vol, e).unwrap(), b"i");
+}
+
+/// The fixture factory's `/links/long-symlink`: an absolute 180-character target makes
+/// libntfs-3g store the 740-byte `$REPARSE_POINT` non-resident.
+fn long_target() -> String {
+    format!("/{}end", "long-target-component/".repeat(8))
+}
+
+/// Regression: a symlink whose `$REPARSE_POINT` is non-resident (180-character target, as in
+/// the fixture factory's images) was listed as an empty regular file.
+#[test]
+fn long_symlink_was_listed_as_an_empty_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = long_target();
+    assert_eq!(target.len(), 180);
+    let img = make_image(
+        dir.path(),
+        8,
+        &format!("mkdir /links\nsymlink /links/long-symlink {target}\nsymlink /links/short x\n"),
+    );
+    let vol = open_image(&img);
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty(), "{errors:?}");
+    let e = entries
+        .iter()
+        .find(|e| e.path == "/links/long-symlink")
+        .unwrap();
+    let file = vol.load(e.id.node).unwrap();
+    let rp = file
+        .attributes
+        .iter()
+        .find(|a| a.type_code == AT_REPARSE_POINT)
+        .unwrap();
+    assert!(
+        rp.resident_value().is_none(),
+        "fixture did not make the reparse point non-resident"
+    );
+    assert_eq!((e.kind, e.size), (EntryKind::Symlink, 180));
+    assert_eq!(content(&vol, e).unwrap(), target.as_bytes());
+    let short = entries.iter().find(|e| e.path == "/links/short").unwrap();
+    assert_eq!((short.kind, short.size), (EntryKind::Symlink, 1));
+    assert_eq!(content(&vol, short).unwrap(), b"x");
+}
+
+/// Reparse points that libntfs-3g places in an extension record, reached through a
+/// non-resident `$ATTRIBUTE_LIST` (a file with many streams turned into a symlink afterwards),
+/// both resident and non-resident.
+#[test]
+fn long_symlink_in_an_extension_record_behind_a_non_resident_attribute_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 characters: a 1220-byte value fits in no 1 KiB record, so it is non-resident
+    // wherever libntfs-3g puts it.
+    let target = long_target() + &"/x".repeat(60);
+    let mut spec = String::new();
+    for (path, link) in [("/long", target.as_str()), ("/short", "short/target")] {
+        spec.push_str(&format!("file {path} hex:\n"));
+        for i in 0..40 {
+            spec.push_str(&format!(
+                "stream {path} stream-name-number-{i} fill:41:100\n"
+            ));
+        }
+        spec.push_str(&format!("makelink {path} {link}\n"));
+    }
+    let img = make_image(dir.path(), 8, &spec);
+    let vol = open_image(&img);
+    let (entries, errors) = walk_all(&vol);
+    assert!(errors.is_empty(), "{errors:?}");
+    for (path, target, resident) in [
+        ("/long", target.as_str(), false),
+        ("/short", "short/target", true),
+    ] {
+        let e = entries.iter().find(|e| e.path == path).unwrap();
+        let base = vol.read_record(e.id.node).unwrap().unwrap();
+        let list = base
+            .attributes
+            .iter()
+            .find(|a| a.type_code == AT_ATTRIBUTE_LIST)
+            .expect("fixture made no attribute list");
+        assert!(list.resident_value().is_none(), "attribute list resident");
+        assert!(
+            !base
+                .attributes
+                .iter()
+                .any(|a| a.type_code == AT_REPARSE_POINT),
+            "fixture left the reparse point in the base record"
+        );
+        let file = vol.load(e.id.node).unwrap();
+        let rp = file
+            .attributes
+            .iter()
+            .find(|a| a.type_code == AT_REPARSE_POINT)
+            .unwrap();
+        assert_eq!(rp.resident_value().is_some(), resident, "{path}");
+        assert_eq!(
+            (e.kind, e.size),
+            (EntryKind::Symlink, target.len() as u64),
+            "{path}"
+        );
+        assert_eq!(content(&vol, e).unwrap(), target.as_bytes(), "{path}");
+        let streams = entries
+            .iter()
+            .filter(|s| s.path.starts_with(&format!("{path}:")))
+            .count();
+        assert_eq!(streams, 40, "{path}");
+    }
+}
+
+/// A reparse point that cannot be read (size beyond the 16 KiB limit) or whose link target is
+/// outside its buffer is reported as a walk error at the file's path, not silently listed as
+/// a plain file or an empty link; the rest of the volume is unaffected.
+#[test]
+fn unreadable_reparse_point_is_a_walk_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = long_target();
+    let img = make_image(
+        dir.path(),
+        8,
+        &format!("symlink /long {target}\nsymlink /short abc\nfile /f text:f\n"),
+    );
+    let mut bytes = std::fs::read(&img).unwrap();
+    let vol = open_image(&img);
+    let (entries, _) = walk_all(&vol);
+    let node = |p: &str| entries.iter().find(|e| e.path == p).unwrap().id.node;
+    let rs = 1024;
+    let fixup_free = |r: std::ops::Range<usize>| {
+        assert!(
+            !r.contains(&510) && !r.contains(&511) && !r.contains(&1022) && !r.contains(&1023),
+            "patch overlaps a fixup"
+        );
+    };
+    // Non-resident value claiming 1 MiB.
+    let at = record_at(&vol, node("/long"));
+    let a = raw_attr(&bytes[at..at + rs], AT_REPARSE_POINT);
+    assert_eq!(bytes[at + a + 8], 1, "reparse point resident");
+    fixup_free(a + 0x28..a + 0x40);
+    for field in [0x28, 0x30, 0x38] {
+        bytes[at + a + field..at + a + field + 8].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    }
+    // Resident symlink whose name offsets point past its buffer.
+    let at = record_at(&vol, node("/short"));
+    let a = raw_attr(&bytes[at..at + rs], AT_REPARSE_POINT);
+    assert_eq!(bytes[at + a + 8], 0, "reparse point non-resident");
+    let value = a + usize::from(crate::block::le::u16(&bytes[at..], a + 0x14).unwrap());
+    fixup_free(value + 8..value + 16);
+    for f in 0..4 {
+        let o = at + value + 8 + 2 * f;
+        bytes[o..o + 2].copy_from_slice(&0xFFF0u16.to_le_bytes());
+    }
+    let vol = mem_volume(bytes);
+    let (entries, errors) = walk_all(&vol);
+    let by_path: BTreeMap<&str, &FileEntry> =
+        entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let long_err = errors
+        .iter()
+        .find(|(p, _)| p == "/long")
+        .expect("no error for /long");
+    assert!(
+        matches!(long_err.1, Error::Limit { .. }),
+        "{:?}",
+        long_err.1
+    );
+    assert!(
+        long_err.1.to_string().contains("reparse point"),
+        "{}",
+        long_err.1
+    );
+    let short_err = errors
+        .iter()
+        .find(|(p, _)| p == "/short")
+        .expect("no error for /short");
+    assert!(
+        matches!(short_err.1, Error::Corrupt { .. }),
+        "{:?}",
+        short_err.1
+    );
+    assert!(
+        short_err.1.to_string().contains("link target"),
+        "{}",
+        short_err.1
+    );
+    // Still listed (their streams get scanned), the readable link still a link.
+    assert!(by_path.contains_key("/long"));
+    let short = by_path["/short"];
+    assert_eq!((short.kind, short.size), (EntryKind::Symlink, 0));
+    assert!(content(&vol, short).is_err());
+    assert_eq!(content(&vol, by_path["/f"]).unwrap(), b"f");
 }
