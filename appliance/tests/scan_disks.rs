@@ -181,15 +181,17 @@ fn infected_disk_every_planted_file_and_nothing_else_like_clamscan() {
     let expected: BTreeSet<ExpectedDetection> =
         f.expected_detections().unwrap().into_iter().collect();
     // 44 test files and EICAR per partition, and on NTFS EICAR twice in the compressed
-    // folder and once as a stream.
+    // folder and in two streams.
     let per_partition = testdb::testfiles().unwrap().len() + 1;
-    assert_eq!(expected.len(), 3 * per_partition + 3);
+    assert_eq!(expected.len(), 3 * per_partition + 4);
     for p in 1..=3 {
         assert!(expected.iter().filter(|d| d.partition == p).count() >= per_partition);
     }
-    assert!(expected
-        .iter()
-        .any(|d| d.partition == 2 && d.stream.as_deref() == Some("payload")));
+    for stream in ["payload", "big payload"] {
+        assert!(expected
+            .iter()
+            .any(|d| d.partition == 2 && d.stream.as_deref() == Some(stream)));
+    }
 
     let disk = f.disk();
     let (code, report, stderr) = scan_json(&db, &disk);

@@ -1096,8 +1096,8 @@ const NTFS_COMPRESSED_DIR: &str = "/Users/Public/compressed";
 /// A GPT disk with ext4, NTFS and FAT32 partitions, each holding every file of Debian's
 /// `clamav-testfiles` and EICAR in nested directories among clean files; on NTFS also EICAR
 /// in an LZNT1-compressed folder (a small resident file, and inside a large compressible
-/// file, so that the match needs decompressed compression units) and as an alternate data
-/// stream of a clean file. The expected detections are written to [`DETECTIONS_FILE`].
+/// file, so that the match needs decompressed compression units) and in two alternate data
+/// streams of a clean file (one resident, one not). The expected detections are written to [`DETECTIONS_FILE`].
 fn gpt_infected(b: &mut Builder) -> anyhow::Result<Outline> {
     let (ext4, bad_ext4) = trees::infected_tree("gpt-infected-ext4")?;
     let (mut ntfs, mut bad_ntfs) = trees::infected_tree("gpt-infected-ntfs")?;
@@ -1124,7 +1124,19 @@ fn gpt_infected(b: &mut Builder) -> anyhow::Result<Outline> {
         "/Users/Public/notes.txt",
         b"a clean file with a hidden stream\n",
     );
-    ntfs.stream("/Users/Public/notes.txt", "payload", Content::Bytes(eicar));
+    ntfs.stream(
+        "/Users/Public/notes.txt",
+        "payload",
+        Content::Bytes(eicar.clone()),
+    );
+    // A second, non-resident stream (past what an MFT record holds) with EICAR at its end.
+    let mut big = b"padding line of a hidden stream\n".repeat(300);
+    big.extend_from_slice(&eicar);
+    ntfs.stream(
+        "/Users/Public/notes.txt",
+        "big payload",
+        Content::Bytes(big),
+    );
     ntfs.stream(
         "/Users/Public/notes.txt",
         "Zone.Identifier",
@@ -1168,11 +1180,13 @@ fn gpt_infected(b: &mut Builder) -> anyhow::Result<Outline> {
             });
         }
     }
-    b.detections.push(ExpectedDetection {
-        partition: placed[1].0.index,
-        path: "/Users/Public/notes.txt:payload".into(),
-        stream: Some("payload".into()),
-    });
+    for stream in ["payload", "big payload"] {
+        b.detections.push(ExpectedDetection {
+            partition: placed[1].0.index,
+            path: format!("/Users/Public/notes.txt:{stream}"),
+            stream: Some(stream.into()),
+        });
+    }
     Ok(Outline::ok(
         "GPT disk with ext4, NTFS and FAT32 partitions holding Debian's clamav-testfiles and EICAR among clean files; on NTFS also EICAR in a compressed folder and in an alternate data stream",
         512,
