@@ -21,10 +21,12 @@ const SOURCES: &[&str] = &[
     include_str!("journal.rs"),
     include_str!("ntfs.rs"),
     include_str!("fixtures.rs"),
+    include_str!("testdb.rs"),
 ];
 
 /// What a fixture's `stamp` file holds: the factory version and a hash of its sources (and of
-/// the NTFS populator's source when present).
+/// the NTFS populator's source when present, and of the names and sizes of the installed
+/// `clamav-testfiles`, which the infected fixtures copy at build time).
 pub fn stamp() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -33,6 +35,10 @@ pub fn stamp() -> String {
     }
     if let Ok(c) = fs::read(workspace_root().join(crate::ntfs::POPULATOR_SOURCE)) {
         h.update(&c);
+    }
+    for f in crate::testdb::testfiles().unwrap_or_default() {
+        let len = fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        h.update(format!("{} {len}\n", f.display()).as_bytes());
     }
     format!("{FACTORY_VERSION} {}", hex::encode(h.finalize()))
 }

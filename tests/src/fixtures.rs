@@ -7,6 +7,7 @@ use anyhow::{ensure, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::cache;
+use crate::content::Content;
 use crate::images::{self, ExtOptions, PartSpec, Placed};
 use crate::manifest::{self, Record};
 use crate::tree::{Flavour, Node, Tree};
@@ -18,6 +19,21 @@ pub const DISK_FILE: &str = "disk.img";
 pub const MANIFEST_FILE: &str = "manifest.jsonl";
 /// File name of the fixture description inside a fixture directory.
 pub const META_FILE: &str = "fixture.json";
+/// File name of the expected detections inside a fixture directory (JSON lines of
+/// [`ExpectedDetection`]; empty for fixtures without planted test malware).
+pub const DETECTIONS_FILE: &str = "detections.jsonl";
+
+/// A planted file or stream that `coldscan scan` with the test database
+/// ([`crate::testdb::write_test_db`]) must report, and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExpectedDetection {
+    /// Partition index (0 for a whole-disk filesystem).
+    pub partition: u32,
+    /// Path as `coldscan` reports it (`path:stream` for a named stream).
+    pub path: String,
+    /// Stream name for named streams.
+    pub stream: Option<String>,
+}
 
 /// One volume of a fixture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +103,17 @@ impl Fixture {
     /// The ground-truth manifest.
     pub fn manifest(&self) -> anyhow::Result<Vec<Record>> {
         manifest::read_jsonl(&self.dir.join(MANIFEST_FILE))
+    }
+
+    /// What a scan with the test database must report (empty for clean fixtures).
+    pub fn expected_detections(&self) -> anyhow::Result<Vec<ExpectedDetection>> {
+        let path = self.dir.join(DETECTIONS_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("{}: {l}", path.display())))
+            .collect()
     }
 
     /// The manifest entries of one volume.
@@ -204,6 +231,18 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: ntfs_attr_overrun,
     },
     FixtureDef {
+        name: "gpt-infected",
+        malformed: false,
+        needs_ntfs: true,
+        build: gpt_infected,
+    },
+    FixtureDef {
+        name: "gpt-infected-zeroed",
+        malformed: true,
+        needs_ntfs: true,
+        build: gpt_infected_zeroed,
+    },
+    FixtureDef {
         name: "mbr-logical-qcow2",
         malformed: false,
         needs_ntfs: true,
@@ -305,6 +344,7 @@ pub fn fixture(name: &str) -> anyhow::Result<Fixture> {
             dir: tmp.to_path_buf(),
             volumes: Vec::new(),
             records: Vec::new(),
+            detections: Vec::new(),
         };
         let outline = (d.build)(&mut b)?;
         let meta = FixtureMeta {
@@ -318,6 +358,13 @@ pub fn fixture(name: &str) -> anyhow::Result<Fixture> {
         std::fs::write(tmp.join(META_FILE), serde_json::to_vec_pretty(&meta)?)?;
         b.records.sort();
         manifest::write_jsonl(&tmp.join(MANIFEST_FILE), &b.records)?;
+        b.detections.sort();
+        let mut lines = String::new();
+        for d in &b.detections {
+            lines.push_str(&serde_json::to_string(d)?);
+            lines.push('\n');
+        }
+        std::fs::write(tmp.join(DETECTIONS_FILE), lines)?;
         Ok(())
     })?;
     let meta: FixtureMeta =
@@ -371,6 +418,7 @@ pub struct Builder {
     dir: PathBuf,
     volumes: Vec<VolumeMeta>,
     records: Vec<Record>,
+    detections: Vec<ExpectedDetection>,
 }
 
 /// A filesystem to make.
@@ -512,6 +560,7 @@ impl Builder {
 
     fn unlist(&mut self, partition: u32) {
         self.records.retain(|r| r.partition != partition);
+        self.detections.retain(|d| d.partition != partition);
         for v in &mut self.volumes {
             if v.partition == partition {
                 v.listed = false;
@@ -1038,6 +1087,135 @@ fn ntfs_attr_overrun(b: &mut Builder) -> anyhow::Result<Outline> {
         512,
         "none",
         &[&what, "0x"],
+    ))
+}
+
+/// Where the NTFS partition of `gpt-infected` hides EICAR beyond plain files.
+const NTFS_COMPRESSED_DIR: &str = "/Users/Public/compressed";
+
+/// A GPT disk with ext4, NTFS and FAT32 partitions, each holding every file of Debian's
+/// `clamav-testfiles` and EICAR in nested directories among clean files; on NTFS also EICAR
+/// in an LZNT1-compressed folder (a small resident file, and inside a large compressible
+/// file, so that the match needs decompressed compression units) and in two alternate data
+/// streams of a clean file (one resident, one not). The expected detections are written to [`DETECTIONS_FILE`].
+fn gpt_infected(b: &mut Builder) -> anyhow::Result<Outline> {
+    let (ext4, bad_ext4) = trees::infected_tree("gpt-infected-ext4")?;
+    let (mut ntfs, mut bad_ntfs) = trees::infected_tree("gpt-infected-ntfs")?;
+    let (fat, bad_fat) = trees::infected_tree("gpt-infected-fat32")?;
+    let eicar = crate::testdb::eicar();
+    ntfs.dir(NTFS_COMPRESSED_DIR);
+    ntfs.compressed_dirs.insert(NTFS_COMPRESSED_DIR.into());
+    let small = format!("{NTFS_COMPRESSED_DIR}/eicar.com");
+    ntfs.file(&small, &eicar);
+    // EICAR past the first 64 KiB compression unit of a compressible file.
+    let mut text: Vec<u8> = (0..3000)
+        .flat_map(|i| format!("log line {i}: nothing to see here\n").into_bytes())
+        .collect();
+    let mut tail = text.split_off(70_000);
+    text.extend_from_slice(&eicar);
+    text.append(&mut tail);
+    let large = format!("{NTFS_COMPRESSED_DIR}/install log.txt");
+    ntfs.file(&large, &text);
+    ntfs.file(
+        &format!("{NTFS_COMPRESSED_DIR}/clean.txt"),
+        &b"compressible clean text\n".repeat(4000),
+    );
+    ntfs.file(
+        "/Users/Public/notes.txt",
+        b"a clean file with a hidden stream\n",
+    );
+    ntfs.stream(
+        "/Users/Public/notes.txt",
+        "payload",
+        Content::Bytes(eicar.clone()),
+    );
+    // A second, non-resident stream (past what an MFT record holds) with EICAR at its end.
+    let mut big = b"padding line of a hidden stream\n".repeat(300);
+    big.extend_from_slice(&eicar);
+    ntfs.stream(
+        "/Users/Public/notes.txt",
+        "big payload",
+        Content::Bytes(big),
+    );
+    ntfs.stream(
+        "/Users/Public/notes.txt",
+        "Zone.Identifier",
+        Content::text("[ZoneTransfer]\r\nZoneId=3\r\n"),
+    );
+    bad_ntfs.push(small);
+    bad_ntfs.push(large);
+    let placed = b.partitioned(
+        "gpt",
+        130 * MIB,
+        &[
+            (part(1, 24, "L"), FsSpec::ext4(), ext4),
+            (
+                part(25, 32, GPT_BASIC_DATA),
+                FsSpec::Ntfs { sector: 512 },
+                ntfs,
+            ),
+            (
+                part(57, 64, GPT_BASIC_DATA),
+                FsSpec::Fat {
+                    bits: 32,
+                    sector: 512,
+                },
+                fat,
+            ),
+        ],
+    )?;
+    for ((pl, planted), bad) in placed.iter().zip([&bad_ext4, &bad_ntfs, &bad_fat]) {
+        for path in bad {
+            // Every malicious name must be planted: a name the filesystem cannot hold would
+            // silently shrink what the scan is checked against.
+            ensure!(
+                planted.nodes.contains_key(path),
+                "partition {}: {path} was not planted",
+                pl.index
+            );
+            b.detections.push(ExpectedDetection {
+                partition: pl.index,
+                path: path.clone(),
+                stream: None,
+            });
+        }
+    }
+    for stream in ["payload", "big payload"] {
+        b.detections.push(ExpectedDetection {
+            partition: placed[1].0.index,
+            path: format!("/Users/Public/notes.txt:{stream}"),
+            stream: Some(stream.into()),
+        });
+    }
+    Ok(Outline::ok(
+        "GPT disk with ext4, NTFS and FAT32 partitions holding Debian's clamav-testfiles and EICAR among clean files; on NTFS also EICAR in a compressed folder and in an alternate data stream",
+        512,
+        "gpt",
+    ))
+}
+
+/// `gpt-infected` with the ext4 superblock of partition 1 zeroed: the NTFS and FAT32
+/// partitions still hold their planted test malware.
+fn gpt_infected_zeroed(b: &mut Builder) -> anyhow::Result<Outline> {
+    let base = fixture("gpt-infected")?;
+    std::fs::copy(base.disk(), b.disk())?;
+    b.records = base.manifest()?;
+    b.volumes = base.meta.volumes.clone();
+    b.detections = base.expected_detections()?;
+    let ext4 = b.volume_mut(1);
+    ensure!(
+        ext4.fs == "ext4",
+        "partition 1 of gpt-infected is {}",
+        ext4.fs
+    );
+    let start = ext4.start;
+    images::patch(&b.disk(), start + 1024, &[0u8; 1024])?;
+    b.unlist(1);
+    Ok(Outline::broken(
+        "gpt-infected whose ext4 partition 1 has its superblock zeroed; the NTFS and FAT32 partitions with their test malware are intact",
+        512,
+        "gpt",
+        &["partition 1"],
     ))
 }
 

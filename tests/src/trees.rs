@@ -163,3 +163,65 @@ pub fn add_ntfs_parts(t: &mut Tree) {
     t.file("/compressed/small.txt", b"small compressed file\n");
     t.file("/compressed/sub/nested.txt", &text.as_bytes()[..100_000]);
 }
+
+/// Directories the infected trees spread the test malware over: nested, with dots, spaces and
+/// mixed case, as a real guest has them.
+const INFECTED_DIRS: &[&str] = &[
+    "/home/alice/Downloads",
+    "/home/alice/.cache/mozilla/firefox/abc.default/cache2/entries",
+    "/home/bob/Documents/2024/Invoices Q3",
+    "/srv/www/uploads/2025/11/24",
+    "/var/mail",
+    "/opt/tools/bin",
+];
+
+/// A tree of test malware among clean files: the files of Debian's `clamav-testfiles` (read
+/// now from [`crate::testdb::TESTFILES_DIR`], never committed) spread over nested
+/// directories, EICAR (assembled at run time by [`crate::testdb::eicar`]) in a name with a
+/// space, and clean neighbours. Returns the tree and the paths of the files a scan with the
+/// test database must detect.
+pub fn infected_tree(tag: &str) -> anyhow::Result<(Tree, Vec<String>)> {
+    let mut t = Tree::new();
+    let mut malicious = Vec::new();
+    t.file(
+        "/volume-tag.txt",
+        format!("coldscan fixture volume {tag}\n").as_bytes(),
+    );
+    for (i, src) in crate::testdb::testfiles()?.iter().enumerate() {
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow::anyhow!("odd test file name {}", src.display()))?;
+        let dir = INFECTED_DIRS[i % INFECTED_DIRS.len()];
+        let path = format!("{dir}/{name}");
+        let data =
+            std::fs::read(src).map_err(|e| anyhow::anyhow!("reading {}: {e}", src.display()))?;
+        t.add(&path, Node::File(Content::Bytes(data)));
+        malicious.push(path);
+    }
+    anyhow::ensure!(
+        malicious.len() >= 40,
+        "{}: only {} test files",
+        crate::testdb::TESTFILES_DIR,
+        malicious.len()
+    );
+    let eicar = "/home/alice/Downloads/free game.com";
+    t.file(eicar, &crate::testdb::eicar());
+    malicious.push(eicar.to_string());
+    for (i, dir) in INFECTED_DIRS.iter().enumerate() {
+        for j in 0..5 {
+            t.file(
+                &format!("{dir}/clean note {j}.txt"),
+                format!("an ordinary file {i}.{j} of {tag}\n").as_bytes(),
+            );
+        }
+        t.random_file(&format!("{dir}/clean-{i}.bin"), 20_000 + 1000 * i as u64);
+    }
+    // Almost EICAR (one byte changed): must not be detected.
+    let mut near = crate::testdb::eicar();
+    near[0] = b'Y';
+    t.file("/home/bob/Documents/almost.com", &near);
+    t.file("/home/bob/empty.txt", b"");
+    malicious.sort();
+    Ok((t, malicious))
+}

@@ -37,6 +37,7 @@ macro_rules! inventory {
 
 inventory! {
     gpt_mixed => "gpt-mixed",
+    gpt_infected => "gpt-infected",
     mbr_logical => "mbr-logical",
     ext4_whole => "ext4-whole",
     gpt_4k => "gpt-4k",

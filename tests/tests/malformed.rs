@@ -23,6 +23,7 @@ macro_rules! malformed {
 malformed! {
     truncated => "truncated",
     zeroed_superblock => "zeroed-superblock",
+    gpt_infected_zeroed => "gpt-infected-zeroed",
     gpt_corrupt_primary => "gpt-corrupt-primary",
     partition_past_end => "partition-past-end",
     gpt_partition_past_end => "gpt-partition-past-end",

@@ -16,6 +16,7 @@ macro_rules! tsk_agrees {
 
 tsk_agrees! {
     gpt_mixed => "gpt-mixed",
+    gpt_infected => "gpt-infected",
     mbr_logical => "mbr-logical",
     ext4_whole => "ext4-whole",
     gpt_4k => "gpt-4k",
