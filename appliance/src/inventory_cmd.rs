@@ -7,7 +7,6 @@ use anyhow::Context;
 use coldscan_scanner::fs::{self, EntryKind, FileEntry, FileId, SharedFilesystem, WalkEvent};
 use coldscan_scanner::inventory::{self, DiskTarget, Volume};
 use coldscan_scanner::Error;
-use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -103,9 +102,11 @@ fn hash_all(
     }
     let mut work: Vec<&FileEntry> = unique.into_values().collect();
     work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
-    work.par_iter()
-        .map(|e| (e.id, hash_entry(fsys, e).map_err(|err| err.to_string())))
-        .collect()
+    coldscan_scanner::parallel::map_each(&work, |e| {
+        (e.id, hash_entry(fsys, e).map_err(|err| err.to_string()))
+    })
+    .into_iter()
+    .collect()
 }
 
 fn problem_volume(target: &DiskTarget, v: &Volume, errors: &mut u64) {

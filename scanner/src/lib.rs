@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod fs;
 pub mod inventory;
+pub mod parallel;
 pub mod partition;
 pub mod report;
 pub mod scan;

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::disk::OpenOptions;
@@ -324,9 +323,7 @@ impl Scan<'_> {
         let total: u64 = work.iter().map(|names| names[0].size).sum();
         self.observer.enumerated(work.len() as u64, total);
         let results: Vec<Findings> = self.pool.install(|| {
-            work.par_iter()
-                .map(|names| self.one(target, partition, names, contents))
-                .collect()
+            crate::parallel::map_each(&work, |names| self.one(target, partition, names, contents))
         });
         for r in results {
             findings.files += r.files;
