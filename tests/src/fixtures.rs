@@ -278,6 +278,12 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: chain_qcow2,
     },
     FixtureDef {
+        name: "chain-qcow2-compressed",
+        malformed: false,
+        needs_ntfs: false,
+        build: chain_qcow2_compressed,
+    },
+    FixtureDef {
         name: "chain-vmdk",
         malformed: false,
         needs_ntfs: false,
@@ -1274,6 +1280,20 @@ fn chain_qcow2(b: &mut Builder) -> anyhow::Result<Outline> {
     )?;
     Ok(Outline::ok(
         "whole-disk ext4 in a three-layer chain: raw base (v1) <- qcow2 overlay with subclusters (extended_l2) holding only v2's changed blocks <- qcow2 overlay holding only v3's; lists v3",
+        512,
+        "none",
+    ))
+}
+
+fn chain_qcow2_compressed(b: &mut Builder) -> anyhow::Result<Outline> {
+    chain(
+        b,
+        ("base.qcow2", "qcow2", &["-c"]),
+        ("mid.qcow2", &["-o", "cluster_size=16384"]),
+        "qcow2",
+    )?;
+    Ok(Outline::ok(
+        "whole-disk ext4 in a three-layer qcow2 chain: compressed qcow2 base (v1) <- overlay with 16 KiB clusters holding only v2's changed blocks <- overlay with 64 KiB clusters holding only v3's; lists v3",
         512,
         "none",
     ))

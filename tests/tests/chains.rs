@@ -77,6 +77,7 @@ macro_rules! chain_tests {
 
 chain_tests! {
     qcow2 => "chain-qcow2", [("disk.img", "qcow2"), ("mid.qcow2", "qcow2"), ("base.img", "raw")],
+    qcow2_compressed => "chain-qcow2-compressed", [("disk.img", "qcow2"), ("mid.qcow2", "qcow2"), ("base.qcow2", "qcow2")],
     vmdk => "chain-vmdk", [("disk.img", "vmdk"), ("mid.vmdk", "vmdk"), ("base.vmdk", "vmdk")],
 }
 

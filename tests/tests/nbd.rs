@@ -36,13 +36,19 @@ fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
 }
 
-/// Serves `image` (format `fmt`) read-only on 127.0.0.1, waiting until it accepts connections.
+/// Serves `image` (format `fmt`) read-only on 127.0.0.1 under the default (empty) export
+/// name, waiting until it accepts connections.
 fn serve(image: &Path, fmt: &str) -> NbdServer {
+    serve_as(image, fmt, "")
+}
+
+/// [`serve`] under the export name `export`.
+fn serve_as(image: &Path, fmt: &str, export: &str) -> NbdServer {
     for _ in 0..PORT_ATTEMPTS {
         let port = free_port();
         let child = command("qemu-nbd")
             .args(["--read-only", "--persistent", "--shared=8", "-f", fmt])
-            .args(["-b", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-x", export])
             .arg(image)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -124,4 +130,23 @@ fn cat_over_nbd_gives_planted_content() {
         checked += 1;
     }
     assert!(checked > 0);
+}
+
+#[test]
+fn named_export_of_a_chain_equals_its_top_state() {
+    // qemu-nbd reads the chain itself; coldscan sees one flat NBD disk.
+    let f = fixture("chain-qcow2").unwrap_or_else(|e| panic!("{e:#}"));
+    let server = serve_as(&f.disk(), "qcow2", "top-of-chain");
+    let target = format!("nbd://127.0.0.1:{}/top-of-chain", server.port);
+    checks::ls_matches_manifest_at(&f, &target).unwrap_or_else(|e| panic!("{e:#}"));
+    // A name the server does not export is an error naming it, not an empty listing.
+    let wrong = format!("nbd://127.0.0.1:{}/no-such-export", server.port);
+    let out = coldscan::run(&["ls", &wrong]).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_ne!(out.code, Some(0), "stdout: {}", out.stdout_text());
+    assert!(out.stdout.is_empty(), "stdout: {}", out.stdout_text());
+    assert!(
+        out.stderr.contains("no-such-export"),
+        "stderr: {}",
+        out.stderr
+    );
 }
