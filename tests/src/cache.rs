@@ -19,6 +19,7 @@ const SOURCES: &[&str] = &[
     include_str!("manifest.rs"),
     include_str!("images.rs"),
     include_str!("journal.rs"),
+    include_str!("layers.rs"),
     include_str!("ntfs.rs"),
     include_str!("fixtures.rs"),
     include_str!("testdb.rs"),

@@ -167,8 +167,12 @@ pub fn ls_agrees_with_tsk(f: &Fixture) -> anyhow::Result<()> {
 /// every listed volume exactly the manifest's records (paths the fixture marks optional may
 /// appear too); stderr names the expected objects.
 pub fn ls_matches_manifest(f: &Fixture) -> anyhow::Result<()> {
-    let disk = f.disk().display().to_string();
-    let (listed, out) = coldscan::ls(&disk)?;
+    ls_matches_manifest_at(f, &f.disk().display().to_string())
+}
+
+/// [`ls_matches_manifest`] on another target holding the fixture's disk (an NBD export of it).
+pub fn ls_matches_manifest_at(f: &Fixture, disk: &str) -> anyhow::Result<()> {
+    let (listed, out) = coldscan::ls(disk)?;
     let manifest = f.manifest()?;
     let mut problems = String::new();
     if out.code != Some(f.meta.expect.exit_code) {
@@ -216,6 +220,25 @@ pub fn ls_matches_manifest(f: &Fixture) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `coldscan ls --format jsonl --hash sha256 [EXTRA...] DISK` exits 0 and lists exactly `want`.
+pub fn ls_equals(disk: &str, extra: &[&str], want: &[Record]) -> anyhow::Result<()> {
+    let mut args = vec!["ls", "--format", "jsonl", "--hash", "sha256"];
+    args.extend_from_slice(extra);
+    args.push(disk);
+    let out = coldscan::run(&args)?;
+    ensure!(
+        out.code == Some(0),
+        "coldscan {args:?}: exit {:?}; stderr:\n{}",
+        out.code,
+        out.stderr
+    );
+    let listed = manifest::parse_jsonl(&out.stdout_text()).context("parsing coldscan ls output")?;
+    if let Some(d) = manifest::diff(want, &listed) {
+        bail!("coldscan {args:?} differs from the ground truth:\n{d}");
+    }
+    Ok(())
+}
+
 fn check_stderr(f: &Fixture, stderr: &str, problems: &mut String) {
     let lower = stderr.to_lowercase();
     for needle in &f.meta.expect.stderr {
@@ -234,8 +257,12 @@ fn check_stderr(f: &Fixture, stderr: &str, problems: &mut String) {
 
 /// `coldscan info --json`: exit code, partition starts and filesystem kinds as planted.
 pub fn info_matches(f: &Fixture) -> anyhow::Result<()> {
-    let disk = f.disk().display().to_string();
-    let (info, out) = coldscan::info(&disk)?;
+    info_matches_at(f, &f.disk().display().to_string())
+}
+
+/// [`info_matches`] on another target holding the fixture's disk (an NBD export of it).
+pub fn info_matches_at(f: &Fixture, disk: &str) -> anyhow::Result<()> {
+    let (info, out) = coldscan::info(disk)?;
     let mut problems = String::new();
     if out.code != Some(f.meta.expect.exit_code) {
         let _ = writeln!(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache;
 use crate::content::Content;
 use crate::images::{self, ExtOptions, PartSpec, Placed};
+use crate::layers;
 use crate::manifest::{self, Record};
 use crate::tree::{Flavour, Node, Tree};
 use crate::trees::{self, MIB};
@@ -114,6 +115,13 @@ impl Fixture {
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).with_context(|| format!("{}: {l}", path.display())))
             .collect()
+    }
+
+    /// A further ground-truth manifest of the fixture (`manifest-NAME.jsonl`): for the chain
+    /// fixtures, what one lower layer alone (`NAME` is its file) or an internal snapshot
+    /// (`snapshot-NAME`) holds.
+    pub fn other_manifest(&self, name: &str) -> anyhow::Result<Vec<Record>> {
+        manifest::read_jsonl(&self.dir.join(format!("manifest-{name}.jsonl")))
     }
 
     /// The manifest entries of one volume.
@@ -301,6 +309,30 @@ pub const FIXTURES: &[FixtureDef] = &[
                 &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
             )
         },
+    },
+    FixtureDef {
+        name: "chain-qcow2",
+        malformed: false,
+        needs_ntfs: false,
+        build: chain_qcow2,
+    },
+    FixtureDef {
+        name: "chain-qcow2-compressed",
+        malformed: false,
+        needs_ntfs: false,
+        build: chain_qcow2_compressed,
+    },
+    FixtureDef {
+        name: "chain-vmdk",
+        malformed: false,
+        needs_ntfs: false,
+        build: chain_vmdk,
+    },
+    FixtureDef {
+        name: "snapshot-qcow2",
+        malformed: false,
+        needs_ntfs: false,
+        build: snapshot_qcow2,
     },
 ];
 
@@ -1231,4 +1263,258 @@ pub fn files_of(f: &Fixture) -> anyhow::Result<Vec<PathBuf>> {
         .collect::<Result<_, _>>()?;
     v.sort();
     Ok(v)
+}
+
+/// Size of the disk of the chain fixtures (a whole-disk ext4, small so that they build fast).
+const CHAIN_DISK: u64 = 24 * MIB;
+
+/// One change a guest makes to a file system between two states of the chain fixtures.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Create a directory (its parent exists).
+    Mkdir(&'static str),
+    /// Create or replace a file.
+    Write(&'static str, crate::content::Content),
+    /// Delete a file.
+    Remove(&'static str),
+    /// Delete an empty directory.
+    Rmdir(&'static str),
+}
+
+/// v1 of the chain fixtures' filesystem, and the changes making v2 (files added, one
+/// changed, one deleted) and v3 (more of each; a directory removed whole, a v2 file grown).
+fn chain_history() -> (Tree, [Vec<Change>; 2]) {
+    use crate::content::Content;
+    let mut v1 = small_tree("chain");
+    v1.file("/docs/readme.txt", b"state v1\n");
+    // Most of the data never changes, so that most of what is read comes from the base.
+    v1.random_file("/bin/stays.bin", 4 * MIB);
+    v1.random_file("/bin/changed-in-v2.bin", 200_000);
+    v1.random_file("/bin/deleted-in-v2.bin", 150_000);
+    v1.file(
+        "/removed-in-v3/sub/file.txt",
+        b"goes away with its directory\n",
+    );
+    let rnd = |seed, len| Content::Random { seed, len };
+    let v2 = vec![
+        Change::Remove("/bin/deleted-in-v2.bin"),
+        Change::Write("/bin/changed-in-v2.bin", rnd(2, 200_000)),
+        Change::Write(
+            "/docs/readme.txt",
+            Content::text("state v2, one line longer\nsecond line\n"),
+        ),
+        Change::Mkdir("/added-in-v2"),
+        Change::Write("/added-in-v2/new.bin", rnd(20, 500_000)),
+        Change::Write("/added-in-v2/note.txt", Content::text("added in v2\n")),
+    ];
+    let v3 = vec![
+        Change::Remove("/removed-in-v3/sub/file.txt"),
+        Change::Rmdir("/removed-in-v3/sub"),
+        Change::Rmdir("/removed-in-v3"),
+        Change::Remove("/added-in-v2/note.txt"),
+        Change::Write("/added-in-v2/new.bin", rnd(30, 900_000)),
+        Change::Write("/docs/readme.txt", Content::text("state v3\n")),
+        Change::Mkdir("/added-in-v3"),
+        Change::Mkdir("/added-in-v3/deep"),
+        Change::Write("/added-in-v3/deep/file.bin", rnd(31, 70_000)),
+    ];
+    (v1, [v2, v3])
+}
+
+/// Applies `changes` to the image `img` with `debugfs` (as a guest would: untouched files keep
+/// their blocks) and to `tree`.
+fn apply_changes(
+    b: &Builder,
+    img: &std::path::Path,
+    tree: &mut Tree,
+    changes: &[Change],
+) -> anyhow::Result<()> {
+    let mut script = String::new();
+    let mut temps = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        match c {
+            Change::Mkdir(p) => {
+                script.push_str(&format!("mkdir {p}\n"));
+                tree.dir(p);
+            }
+            Change::Write(p, content) => {
+                if tree.nodes.contains_key(*p) {
+                    script.push_str(&format!("rm {p}\n"));
+                }
+                let host = b.path(&format!("change-{i}.bin"));
+                std::fs::write(&host, content.to_vec())?;
+                script.push_str(&format!("write {} {p}\n", host.display()));
+                temps.push(host);
+                tree.add(p, Node::File(content.clone()));
+            }
+            Change::Remove(p) => {
+                script.push_str(&format!("rm {p}\n"));
+                tree.nodes.remove(*p);
+            }
+            Change::Rmdir(p) => {
+                script.push_str(&format!("rmdir {p}\n"));
+                tree.nodes.remove(*p);
+            }
+        }
+    }
+    crate::journal::debugfs(img, &script)?;
+    for t in temps {
+        std::fs::remove_file(t)?;
+    }
+    Ok(())
+}
+
+/// Makes the three states of [`chain_history`] as raw ext4 images `state-N.raw` in the
+/// fixture directory (v1 with `mke2fs -d`, the others by changing a copy of the previous one);
+/// returns the images and the planted trees.
+fn chain_states(b: &mut Builder) -> anyhow::Result<Vec<(PathBuf, Tree)>> {
+    let (v1, changes) = chain_history();
+    let (img, mut tree) = b.filesystem(0, CHAIN_DISK, &FsSpec::ext4(), &v1)?;
+    let first = b.path("state-0.raw");
+    std::fs::rename(img, &first)?;
+    let mut out = vec![(first, tree.clone())];
+    for (i, c) in changes.iter().enumerate() {
+        let next = b.path(&format!("state-{}.raw", i + 1));
+        std::fs::copy(&out[i].0, &next)?;
+        apply_changes(b, &next, &mut tree, c)?;
+        out.push((next, tree.clone()));
+    }
+    Ok(out)
+}
+
+/// Writes the manifest of `tree` (a whole-disk ext4) as `manifest-NAME.jsonl`.
+fn other_manifest(b: &Builder, name: &str, tree: &Tree) -> anyhow::Result<()> {
+    let mut records = manifest::from_tree(0, "ext4", tree);
+    records.sort();
+    manifest::write_jsonl(&b.path(&format!("manifest-{name}.jsonl")), &records)
+}
+
+/// `qemu-img create -f FMT [OPTIONS] -b BACKING -F BACKING_FMT IMAGE`, with `backing` named
+/// relative to the image's directory (as images moved around together name their parents).
+fn overlay(
+    b: &Builder,
+    image: &str,
+    fmt: &str,
+    options: &[&str],
+    backing: &str,
+    backing_fmt: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = b.path(image);
+    crate::tools::check(
+        crate::tools::command("qemu-img")
+            .args(["create", "-q", "-f", fmt])
+            .args(options)
+            .args(["-b", backing, "-F", backing_fmt])
+            .arg(&path),
+    )?;
+    Ok(path)
+}
+
+/// A three-layer chain: `base` (format `base_fmt`, state v1) <- `mid` (v2's changes) <-
+/// `disk.img` (v3's changes), both overlays of format `fmt`, each checked to be sparse. The
+/// manifest is v3; `manifest-MID.jsonl` is v2 and `manifest-BASE.jsonl` v1 (each layer opened
+/// alone).
+fn chain(
+    b: &mut Builder,
+    (base, base_fmt, base_args): (&str, &str, &[&str]),
+    (mid, mid_options): (&str, &[&str]),
+    fmt: &str,
+) -> anyhow::Result<()> {
+    let states = chain_states(b)?;
+    let base_path = b.path(base);
+    if base_fmt == "raw" {
+        std::fs::copy(&states[0].0, &base_path)?;
+    } else {
+        crate::tools::check(
+            crate::tools::command("qemu-img")
+                .args(["convert", "-O", base_fmt])
+                .args(base_args)
+                .arg(&states[0].0)
+                .arg(&base_path),
+        )?;
+    }
+    let mid_path = overlay(b, mid, fmt, mid_options, base, base_fmt)?;
+    layers::write_changes(&mid_path, fmt, &states[0].0, &states[1].0, &b.dir)?;
+    let top = overlay(b, DISK_FILE, fmt, &[], mid, fmt)?;
+    layers::write_changes(&top, fmt, &states[1].0, &states[2].0, &b.dir)?;
+    layers::ensure_sparse_layer(&mid_path, fmt)?;
+    layers::ensure_sparse_layer(&top, fmt)?;
+    other_manifest(b, base, &states[0].1)?;
+    other_manifest(b, mid, &states[1].1)?;
+    let fs = FsSpec::ext4();
+    b.volume(0, &fs, (0, CHAIN_DISK), &states[2].1, true).tsk = false;
+    for (state, _) in states {
+        std::fs::remove_file(state)?;
+    }
+    Ok(())
+}
+
+fn chain_qcow2(b: &mut Builder) -> anyhow::Result<Outline> {
+    chain(
+        b,
+        ("base.img", "raw", &[]),
+        ("mid.qcow2", &["-o", "extended_l2=on"]),
+        "qcow2",
+    )?;
+    Ok(Outline::ok(
+        "whole-disk ext4 in a three-layer chain: raw base (v1) <- qcow2 overlay with subclusters (extended_l2) holding only v2's changed blocks <- qcow2 overlay holding only v3's; lists v3",
+        512,
+        "none",
+    ))
+}
+
+fn chain_qcow2_compressed(b: &mut Builder) -> anyhow::Result<Outline> {
+    chain(
+        b,
+        ("base.qcow2", "qcow2", &["-c"]),
+        ("mid.qcow2", &["-o", "cluster_size=16384"]),
+        "qcow2",
+    )?;
+    Ok(Outline::ok(
+        "whole-disk ext4 in a three-layer qcow2 chain: compressed qcow2 base (v1) <- overlay with 16 KiB clusters holding only v2's changed blocks <- overlay with 64 KiB clusters holding only v3's; lists v3",
+        512,
+        "none",
+    ))
+}
+
+fn chain_vmdk(b: &mut Builder) -> anyhow::Result<Outline> {
+    chain(
+        b,
+        ("base.vmdk", "vmdk", &["-o", "subformat=monolithicSparse"]),
+        ("mid.vmdk", &[]),
+        "vmdk",
+    )?;
+    Ok(Outline::ok(
+        "whole-disk ext4 in a three-layer VMDK chain: monolithicSparse base (v1) <- delta with v2's changed blocks <- delta with v3's; lists v3",
+        512,
+        "none",
+    ))
+}
+
+fn snapshot_qcow2(b: &mut Builder) -> anyhow::Result<Outline> {
+    let states = chain_states(b)?;
+    let disk = b.disk();
+    crate::tools::check(
+        crate::tools::command("qemu-img")
+            .args(["convert", "-O", "qcow2"])
+            .arg(&states[0].0)
+            .arg(&disk),
+    )?;
+    crate::tools::check(
+        crate::tools::command("qemu-img")
+            .args(["snapshot", "-c", "snap1"])
+            .arg(&disk),
+    )?;
+    layers::write_changes(&disk, "qcow2", &states[0].0, &states[1].0, &b.dir)?;
+    other_manifest(b, "snapshot-snap1", &states[0].1)?;
+    let fs = FsSpec::ext4();
+    b.volume(0, &fs, (0, CHAIN_DISK), &states[1].1, true).tsk = false;
+    for (state, _) in states {
+        std::fs::remove_file(state)?;
+    }
+    Ok(Outline::ok(
+        "whole-disk ext4 in a qcow2 with internal snapshot snap1 (state v1); the active state holds v2's changes on top (copy-on-write of the snapshot's clusters); lists v2, and v1 with --snapshot snap1",
+        512,
+        "none",
+    ))
 }

@@ -22,7 +22,9 @@ pub fn debugfs(img: &Path, commands: &str) -> anyhow::Result<()> {
         .lines()
         .chain(out.stdout_text().lines())
         .filter(|l| {
-            !l.starts_with("debugfs ")
+            // `rm` prints an empty line.
+            !l.trim().is_empty()
+                && !l.starts_with("debugfs ")
                 && !l.starts_with("debugfs:")
                 && !l.contains("Allocated inode")
                 && !l.contains("Setting csum")

@@ -11,6 +11,7 @@ pub mod content;
 pub mod fixtures;
 pub mod images;
 pub mod journal;
+pub mod layers;
 pub mod manifest;
 pub mod ntfs;
 pub mod testdb;

@@ -262,3 +262,39 @@ fn hostile_headers_are_clear_errors() {
     // Too many BAT entries for the file.
     assert!(try_patch(512 + 28, &u32::MAX.to_be_bytes()).is_err());
 }
+
+/// Filesystem level: an ext4 in a dynamic VHD (state v1) under a differencing VHD holding
+/// only the sectors where v2 differs lists exactly v2, every file read through both layers.
+#[test]
+fn differencing_disk_lists_the_child_filesystem_state() {
+    use crate::disk::testutil::{assert_fs_lists, ext4_history};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let h = ext4_history(d);
+    let base = d.join("base.vhd");
+    writer_dynamic(&base, &h.v1, 1);
+    let differs = |s: u64| sector_of(&h.v1, s) != sector_of(&h.v2, s);
+    let sectors = h.v2.len() as u64 / 512;
+    let changed = (0..sectors).filter(|&s| differs(s)).count() as u64;
+    assert!(
+        changed > 0 && changed < sectors / 4,
+        "{changed} of {sectors} sectors differ: the child would not exercise the parent"
+    );
+    let f = |s: u64| differs(s).then(|| sector_of(&h.v2, s));
+    let child = d.join("child.vhd");
+    write_vhd(
+        &child,
+        &VhdSpec {
+            size: h.v2.len() as u64,
+            block_size: 512 * 1024,
+            unique_id: [7; 16],
+            parent: Some((parent_id(&base), vec![(b"W2ru", ".\\base.vhd".to_string())])),
+            sector: &f,
+        },
+    );
+    let disk = open(&child, &OpenOptions::default()).unwrap();
+    assert_eq!(disk.chain.len(), 2);
+    assert!(read_all(disk.source.as_ref()) == h.v2);
+    assert_fs_lists(&child, &h.v2_tree);
+    assert_fs_lists(&base, &h.v1_tree);
+}

@@ -329,3 +329,56 @@ fn hostile_images_are_clear_errors() {
         assert!(parse_bytes(good[..n].to_vec()).is_err(), "truncated at {n}");
     }
 }
+
+/// Filesystem level: an ext4 in a qemu-made dynamic VHDX (state v1) under a differencing disk
+/// holding only the sectors where v2 differs lists exactly v2, every file read through both
+/// layers.
+#[test]
+fn differencing_disk_lists_the_child_filesystem_state() {
+    use crate::disk::testutil::{assert_fs_lists, ext4_history};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let h = ext4_history(d);
+    let raw = d.join("v1.raw");
+    write_raw(&raw, &h.v1);
+    let base = d.join("base.vhdx");
+    run(
+        "qemu-img",
+        &["convert", "-f", "raw", "-O", "vhdx", p(&raw), p(&base)],
+    );
+    let base_guid = Header::read(&FileSource::open(&base).unwrap())
+        .unwrap()
+        .data_write_guid;
+    let sector_of = |data: &[u8], s: u64| {
+        let at = usize::try_from(s).unwrap() * 512;
+        let mut b = [0u8; 512];
+        b.copy_from_slice(&data[at..at + 512]);
+        b
+    };
+    let differs = |s: u64| sector_of(&h.v1, s) != sector_of(&h.v2, s);
+    let sectors = h.v2.len() as u64 / 512;
+    let changed = (0..sectors).filter(|&s| differs(s)).count() as u64;
+    assert!(
+        changed > 0 && changed < sectors / 4,
+        "{changed} of {sectors} sectors differ: the child would not exercise the parent"
+    );
+    let f = |s: u64| differs(s).then(|| sector_of(&h.v2, s));
+    let child = d.join("child.vhdx");
+    write_vhdx(
+        &child,
+        &VhdxSpec {
+            size: h.v2.len() as u64,
+            data_write_guid: [7; 16],
+            parent: Some((
+                base_guid,
+                vec![("relative_path", ".\\base.vhdx".to_string())],
+            )),
+            sector: &f,
+        },
+    );
+    let disk = open(&child, &OpenOptions::default()).unwrap();
+    assert_eq!(disk.chain.len(), 2);
+    assert!(read_all(disk.source.as_ref()) == h.v2);
+    assert_fs_lists(&child, &h.v2_tree);
+    assert_fs_lists(&base, &h.v1_tree);
+}
