@@ -98,14 +98,19 @@ impl StreamData {
                 }
                 let compression_unit = if method == 1 {
                     let cu = u32::from(*compression_unit);
-                    let clusters = 1u64.checked_shl(cu).unwrap_or(0);
-                    if cu == 0 || clusters.saturating_mul(cluster_size) > MAX_COMPRESSION_UNIT_BYTES
-                    {
+                    // A shift of 64 or more has no value (`checked_shl` gives None): such an
+                    // exponent is refused like any unit over the limit, never read as 0 clusters.
+                    let clusters = 1u64.checked_shl(cu).filter(|&c| {
+                        cu != 0
+                            && c.checked_mul(cluster_size)
+                                .is_some_and(|b| b > 0 && b <= MAX_COMPRESSION_UNIT_BYTES)
+                    });
+                    let Some(clusters) = clusters else {
                         return Err(Error::unsupported_compression(
                             object,
                             format!("compression unit of 2^{cu} clusters"),
                         ));
-                    }
+                    };
                     Some(clusters)
                 } else {
                     None

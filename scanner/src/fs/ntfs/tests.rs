@@ -1096,3 +1096,41 @@ fn unreadable_reparse_point_is_a_walk_error() {
     assert!(content(&vol, short).is_err());
     assert_eq!(content(&vol, by_path["/f"]).unwrap(), b"f");
 }
+
+/// Replays a fuzzer input through probe, open, walk and reads, as the `ntfs` fuzz target does.
+fn replay_fuzz_input(data: &[u8]) {
+    let src: SharedSource = Arc::new(MemSource::new(data.to_vec(), "fuzz.img"));
+    if !matches!(crate::fs::probe(&src), Ok(Some(FsKind::Ntfs))) {
+        return;
+    }
+    let Ok(vol) = crate::fs::open(src, FsKind::Ntfs) else {
+        return;
+    };
+    let mut entries = Vec::new();
+    let _ = vol.walk(&mut |ev| {
+        if let WalkEvent::Entry(e) = ev {
+            entries.push(e);
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    for e in entries.iter().take(256) {
+        let Ok(mut r) = vol.open(e) else { continue };
+        let end = r.size().min(1 << 20);
+        let mut pos = 0u64;
+        while pos < end {
+            match r.read_at(pos, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => pos += n as u64,
+            }
+        }
+    }
+}
+
+/// Fuzz finding (`ntfs` target): reading a compressed stream divided by a zero-sized
+/// compression unit and panicked. Must fail with an error for that stream instead.
+#[test]
+fn fuzz_compression_unit_of_zero_bytes_does_not_panic() {
+    replay_fuzz_input(include_bytes!(
+        "testdata/fuzz-compression-unit-div-zero.bin"
+    ));
+}
