@@ -81,6 +81,10 @@ pub struct ScanArgs {
     /// Most members scanned per archive (default 10000); the rest is reported (`limit`).
     #[arg(long, value_name = "N")]
     pub max_files: Option<u32>,
+    /// Report every signature that matches a file instead of the first one (about 3 times
+    /// slower with a realistic database, as clamscan's --allmatch).
+    #[arg(long)]
+    pub all_matches: bool,
     /// Exit 0 rather than 2 when some files could not be scanned completely (too large,
     /// encrypted, limits, unreadable) and nothing was found. Targets or volumes that could not
     /// be read at all still exit 2.

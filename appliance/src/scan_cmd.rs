@@ -140,7 +140,8 @@ pub fn scan(args: &ScanArgs) -> anyhow::Result<u8> {
         limits.max_files = max;
     }
     let load_clock = std::time::Instant::now();
-    let engine = ClamAvEngine::load(&dbs, limits).context("loading signatures")?;
+    let mut engine = ClamAvEngine::load(&dbs, limits).context("loading signatures")?;
+    engine.set_all_matches(args.all_matches);
     let load_seconds = load_clock.elapsed().as_secs_f64();
 
     let human: Box<dyn Write + Send> = if json_to_stdout {

@@ -556,3 +556,40 @@ fn without_db_and_system_databases_the_error_says_give_db() {
         "{stderr}"
     );
 }
+
+/// First match by default (as clamscan; collecting all matches is ~3x slower), every matching
+/// signature with `--all-matches`.
+#[test]
+fn all_matches_reports_every_signature_only_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = test_db(tmp.path());
+    // A second body signature for the same test string, under another name.
+    let hex: String = testdb::eicar().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        db.join("second.ndb"),
+        format!("Coldscan.Test.Second:0:*:{hex}\n"),
+    )
+    .unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("eicar.com"), testdb::eicar()).unwrap();
+    let signatures = |extra: &[&str]| -> Vec<String> {
+        let (code, report, stderr) = scan_json(&db, extra, &tree);
+        assert_eq!(code, 1, "{stderr}");
+        let mut s: Vec<String> = report["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["signature"].as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(signatures(&[]).len(), 1, "default stops at the first match");
+    let all = signatures(&["--all-matches"]);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter().any(|s| s.contains("Coldscan.Test.Second")),
+        "{all:?}"
+    );
+}
