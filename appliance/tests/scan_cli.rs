@@ -2,6 +2,8 @@
 //! libclamav: parity with `clamscan -r` on Debian's clamav-testfiles, a clean tree, limits and
 //! encryption reported as not scanned, database errors, and the JSON report's schema.
 
+mod common;
+use common::schema_check;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,18 +50,6 @@ fn detected_paths(report: &serde_json::Value) -> BTreeSet<String> {
         .iter()
         .map(|d| d["path"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn schema_check(report: &serde_json::Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/report.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(report)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "report violates the schema: {errors:#?}");
 }
 
 /// Plants the 44 clamav-testfiles and EICAR into nested directories (at most 12 levels, within

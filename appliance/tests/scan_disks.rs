@@ -5,6 +5,8 @@
 //! extracted with `coldscan cat`, through a qcow2 conversion too; a disk with a corrupt
 //! partition is still scanned and the error is in the report.
 
+mod common;
+use common::schema_check;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,18 +48,6 @@ fn scan_json(db: &Path, target: &Path) -> (i32, serde_json::Value, String) {
         )
     });
     (code, report, stderr)
-}
-
-fn schema_check(report: &serde_json::Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/report.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(report)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "report violates the schema: {errors:#?}");
 }
 
 /// The report's detections as the fixture lists them, checking on the way that each names
