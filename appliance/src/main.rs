@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+pub mod client;
 mod inventory_cmd;
 mod scan_cmd;
 
