@@ -381,16 +381,22 @@ fn human_size(n: u64) -> String {
     }
 }
 
-/// Standard output as a file when it is a regular file at offset 0 (`coldscan cat disk > x.raw`):
-/// the whole-disk copy can then leave holes for zero ranges, as `qemu-img convert` and
-/// `cp --sparse` do, instead of writing gigabytes of zeros.
+/// Standard output as a file when it is an empty regular file at offset 0, not opened for
+/// appending (`coldscan cat disk > x.raw`): the whole-disk copy can then leave holes for zero
+/// ranges, as `qemu-img convert` and `cp --sparse` do, instead of writing gigabytes of zeros.
+/// Anything else gets every byte written: an `O_APPEND` stdout (`>> x.raw`) ignores seeks, and
+/// a non-empty file (`1<> x.raw`) would keep its old bytes where the copy seeks over zeros.
 fn fresh_regular_stdout() -> Option<std::fs::File> {
     use std::io::Seek;
     use std::os::fd::AsFd;
     let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let append = rustix::fs::fcntl_getfl(&fd)
+        .ok()?
+        .contains(rustix::fs::OFlags::APPEND);
     let mut file = std::fs::File::from(fd);
-    let regular = file.metadata().ok()?.is_file();
-    (regular && file.stream_position().ok()? == 0).then_some(file)
+    let meta = file.metadata().ok()?;
+    let fresh = meta.is_file() && meta.len() == 0 && !append;
+    (fresh && file.stream_position().ok()? == 0).then_some(file)
 }
 
 /// Copies the virtual disk `src` into `file`, seeking over all-zero 64 KiB pieces and setting

@@ -583,3 +583,62 @@ fn all_matches_reports_every_signature_only_when_asked() {
         "{all:?}"
     );
 }
+
+/// A directory the scanning user cannot read is reported (`io-error`), never skipped silently.
+/// As root (how CI runs) the permission cannot be planted for root itself: the scan then runs
+/// as `nobody` through `setpriv`, so the test checks the same thing under either user.
+#[test]
+fn unreadable_directory_is_reported_even_when_tests_run_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), open.clone()).unwrap();
+    let db = test_db(dir.path());
+    for p in [db.clone(), db.join("test.hdb"), db.join("eicar.ndb")] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let tree = dir.path().join("tree");
+    let locked = tree.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::write(tree.join("readable"), b"clean").unwrap();
+    std::fs::write(locked.join("hidden"), b"x").unwrap();
+    std::fs::set_permissions(&tree, open.clone()).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let as_root = effective_uid_is_root();
+    let mut cmd = if as_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_coldscan"));
+        c
+    } else {
+        coldscan()
+    };
+    let (code, stdout, stderr) = run(cmd
+        .arg("scan")
+        .arg("--db")
+        .arg(&db)
+        .arg("--json")
+        .arg("-")
+        .arg(&tree));
+    std::fs::set_permissions(&locked, open).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("one JSON report ({e}): {stdout}\nstderr: {stderr}"));
+    let not_scanned = report["not_scanned"].as_array().unwrap();
+    assert_eq!(not_scanned.len(), 1, "{not_scanned:?} (root: {as_root})");
+    assert_eq!(not_scanned[0]["reason"], "io-error");
+    assert!(not_scanned[0]["path"].as_str().unwrap().contains("locked"));
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// Whether this process runs as root (without unsafe code: `/proc/self/status`'s effective uid).
+fn effective_uid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -34,6 +34,81 @@ const NO_FILESYSTEM_TYPES: &[&str] = &[
     "e3c9e316-0b5c-4db8-817d-f92df00215ae", // Microsoft reserved
 ];
 
+/// Partition types that promise a filesystem coldscan reads, with where that filesystem's
+/// identifying structure lies: finding no filesystem on such a partition means its metadata is
+/// damaged (`corrupt` at that offset), not that it holds something unknown.
+const PROMISED_FILESYSTEMS: &[(&str, &str, u64)] = &[
+    // Linux types: ext2/3/4 (superblock at byte 1024).
+    ("0x83", "ext2/3/4 superblock", 0x400),
+    (
+        "0fc63daf-8483-4772-8e79-3d69d8477de4",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    (
+        "44479540-f297-41b2-9af7-d131d5f0458a",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    (
+        "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    (
+        "933ac7e1-2eb4-4f13-b844-0e14e2aef915",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    (
+        "3b8f8425-20e0-4f3b-907f-1a25a76f98e8",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    (
+        "4d21b016-b534-45c2-a9fb-5c16e091fd2d",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    (
+        "8484680c-9521-48c6-9c11-b0720656f69e",
+        "ext2/3/4 superblock",
+        0x400,
+    ),
+    // Windows and FAT types: NTFS or FAT (boot sector at byte 0).
+    ("0x07", "NTFS boot sector", 0),
+    ("0x01", "FAT boot sector", 0),
+    ("0x04", "FAT boot sector", 0),
+    ("0x06", "FAT boot sector", 0),
+    ("0x0b", "FAT boot sector", 0),
+    ("0x0c", "FAT boot sector", 0),
+    ("0x0e", "FAT boot sector", 0),
+    ("0xef", "FAT boot sector", 0),
+    (
+        "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7",
+        "NTFS or FAT boot sector",
+        0,
+    ),
+    ("c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "FAT boot sector", 0),
+];
+
+/// The error for a volume on which no filesystem was recognised: `corrupt` at the offset of the
+/// structure its partition type promises, else `unsupported-filesystem`.
+fn unrecognised(name: &str, partition: &Partition) -> Error {
+    let type_id = partition.type_id.as_str();
+    match PROMISED_FILESYSTEMS.iter().find(|(t, _, _)| *t == type_id) {
+        Some((_, what, offset)) => {
+            let type_name = partition.type_name.as_deref().unwrap_or(type_id);
+            Error::corrupt(
+                name,
+                *offset,
+                format!("partition type {type_name} promises a filesystem, but the {what} is not valid (no recognised filesystem)"),
+            )
+        }
+        None => Error::unsupported(name, "no recognised filesystem"),
+    }
+}
+
 impl Volume {
     /// Whether this volume should have held a readable filesystem: false for swap, BIOS boot and
     /// Microsoft reserved partitions. Anything else that cannot be read is a problem to report.
@@ -55,6 +130,7 @@ impl Volume {
     pub fn status(&self) -> String {
         match (&self.filesystem, self.fs_kind) {
             (Ok(_), _) => "ok".to_string(),
+            (Err(e), None) if e.reason() == crate::Reason::Corrupt => format!("error: {e}"),
             (Err(_), None) => "unrecognized".to_string(),
             (Err(e), Some(_)) => format!("error: {e}"),
         }
@@ -101,13 +177,7 @@ pub fn open_disk(target: &str, opts: &OpenOptions) -> Result<DiskTarget> {
         };
         let (fs_kind, filesystem) = match fs::probe(&source) {
             Ok(Some(kind)) => (Some(kind), fs::open(source.clone(), kind).map_err(Arc::new)),
-            Ok(None) => (
-                None,
-                Err(Arc::new(Error::unsupported(
-                    &name,
-                    "no recognised filesystem",
-                ))),
-            ),
+            Ok(None) => (None, Err(Arc::new(unrecognised(&name, p)))),
             Err(e) => (None, Err(Arc::new(e))),
         };
         volumes.push(Volume {

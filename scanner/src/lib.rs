@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod disk;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 pub mod fs;
@@ -16,6 +17,7 @@ pub mod inventory;
 pub mod parallel;
 pub mod partition;
 pub mod report;
+#[cfg(feature = "engine")]
 pub mod scan;
 
 pub use error::{Error, Reason, Result};
