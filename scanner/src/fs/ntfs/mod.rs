@@ -769,7 +769,7 @@ fn listed_streams<'s, 'a>(
 ) -> impl Iterator<Item = (&'s &'a str, &'s Vec<&'a Attribute>)> {
     streams
         .iter()
-        .filter(move |(n, _)| !n.is_empty() && !(wof.is_some() && **n == wof::WOF_STREAM))
+        .filter(move |(n, _)| !n.is_empty() && (wof.is_none() || **n != wof::WOF_STREAM))
 }
 
 /// The names a record is listed under: DOS-only 8.3 aliases are dropped when the same parent
