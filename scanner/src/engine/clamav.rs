@@ -80,6 +80,8 @@ pub struct ClamAvBuilder {
     handle: ffi::EngineHandle,
     limits: Limits,
     databases: Vec<DatabaseInfo>,
+    /// SHA-256 over the names and contents of every database file loaded, in load order.
+    db_digest: sha2::Sha256,
 }
 
 impl ClamAvBuilder {
@@ -89,6 +91,7 @@ impl ClamAvBuilder {
             handle: ffi::EngineHandle::new()?,
             limits,
             databases: Vec::new(),
+            db_digest: sha2::Sha256::default(),
         })
     }
 
@@ -116,6 +119,7 @@ impl ClamAvBuilder {
             }
         }
         let signatures = u64::from(self.handle.load(path)?);
+        digest_database(&mut self.db_digest, path, meta.is_dir())?;
         if signatures == 0 {
             return Err(Error::Engine {
                 object,
@@ -178,14 +182,46 @@ impl ClamAvBuilder {
                 }
             }
         }
+        use sha2::Digest;
+        let db_digest = hex::encode(self.db_digest.finalize());
         Ok(ClamAvEngine {
             all_matches: false,
+            db_digest,
             handle: self.handle,
             limits,
             databases: self.databases,
             version: ffi::version(),
         })
     }
+}
+
+/// Feeds the names, sizes and contents of the database files at `path` (a file, or the database
+/// files of a directory in name order) into `digest`: the identity of the signatures for the
+/// verdict cache, so that any change to a database invalidates cached verdicts.
+fn digest_database(digest: &mut sha2::Sha256, path: &Path, is_dir: bool) -> Result<()> {
+    use sha2::Digest;
+    let object = path.display().to_string();
+    let io = |e: std::io::Error| Error::io(&object, 0, e);
+    let mut files = if is_dir {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| is_database_name(p) && p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for f in files.drain(..) {
+        let data = std::fs::read(&f).map_err(io)?;
+        digest.update(file_name(&f).as_bytes());
+        digest.update([0]);
+        digest.update((data.len() as u64).to_le_bytes());
+        digest.update(&data);
+    }
+    Ok(())
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -271,6 +307,8 @@ pub struct ClamAvEngine {
     all_matches: bool,
     databases: Vec<DatabaseInfo>,
     version: String,
+    /// Hex SHA-256 of the database files loaded (see [`digest_database`]).
+    db_digest: String,
 }
 
 impl ClamAvEngine {
@@ -340,51 +378,146 @@ impl ScanEngine for ClamAvEngine {
     }
 
     fn scan(&self, reader: &mut dyn FileReader, name: &str) -> Result<Verdict> {
-        let size = reader.size();
-        if size > self.limits.max_file_size {
-            return Ok(Verdict {
-                signatures: Vec::new(),
-                incomplete: vec![Incomplete {
-                    reason: Reason::TooLarge,
-                    detail: format!(
-                        "{size} bytes is over the maximum file size of {} bytes",
-                        self.limits.max_file_size
-                    ),
-                }],
-            });
-        }
-        let raw = self.handle.scan(reader, size, name, self.scan_bits())?;
-        let mut verdict = Verdict::default();
-        for n in raw.names {
-            match classify(&n) {
-                Alert::Detection(sig) => verdict.signatures.push(sig),
-                Alert::NotScanned(reason) => {
-                    verdict.incomplete.push(Incomplete { reason, detail: n })
-                }
-            }
-        }
-        if let Some(e) = raw.read_error {
-            verdict.incomplete.push(Incomplete {
-                reason: e.reason(),
-                detail: e.to_string(),
-            });
-        } else if let Some(at) = raw.short_read_at {
-            verdict.incomplete.push(Incomplete {
-                reason: Reason::Corrupt,
-                detail: format!("{name}: content ends at byte {at} of {size}"),
-            });
-        }
-        if let Some(e) = raw.engine_error {
-            // A read error makes libclamav fail with its own (less precise) error: keep ours.
-            if verdict.incomplete.is_empty() {
-                verdict.incomplete.push(Incomplete {
-                    reason: Reason::EngineError,
-                    detail: format!("libclamav: {e}"),
-                });
-            }
-        }
-        Ok(verdict)
+        Ok(self.scan_reader(reader, name, false)?.0)
     }
+
+    fn scan_hashed(
+        &self,
+        reader: &mut dyn FileReader,
+        name: &str,
+    ) -> Result<(Verdict, Option<[u8; 32]>)> {
+        self.scan_reader(reader, name, true)
+    }
+
+    fn scan_bytes(&self, data: &[u8], name: &str) -> Result<Verdict> {
+        let size = data.len() as u64;
+        if let Some(v) = self.too_large(size) {
+            return Ok(v);
+        }
+        let raw = self.handle.scan_memory(data, name, self.scan_bits())?;
+        Ok(verdict_of(raw, name, size))
+    }
+
+    fn cache_key(&self) -> Option<String> {
+        // Everything that can change a verdict: the engine, the signatures, the limits and
+        // whether every match is collected.
+        Some(format!(
+            "clamav {} signatures {} db {} limits {:?} all-matches {}",
+            self.version,
+            self.signatures(),
+            self.db_digest,
+            self.limits,
+            self.all_matches
+        ))
+    }
+}
+
+impl ClamAvEngine {
+    fn too_large(&self, size: u64) -> Option<Verdict> {
+        (size > self.limits.max_file_size).then(|| Verdict {
+            signatures: Vec::new(),
+            incomplete: vec![Incomplete {
+                reason: Reason::TooLarge,
+                detail: format!(
+                    "{size} bytes is over the maximum file size of {} bytes",
+                    self.limits.max_file_size
+                ),
+            }],
+        })
+    }
+
+    /// Scans through a handle map; with `hash`, also returns the content's SHA-256, from the
+    /// reads libclamav made in order plus one read of whatever it did not (`None` when that
+    /// read failed).
+    fn scan_reader(
+        &self,
+        reader: &mut dyn FileReader,
+        name: &str,
+        hash: bool,
+    ) -> Result<(Verdict, Option<[u8; 32]>)> {
+        let size = reader.size();
+        if let Some(v) = self.too_large(size) {
+            return Ok((v, None));
+        }
+        let mut raw = self
+            .handle
+            .scan(reader, size, name, self.scan_bits(), hash)?;
+        let inline = raw.hash.take();
+        let failed = raw.read_error.is_some() || raw.short_read_at.is_some();
+        let verdict = verdict_of(raw, name, size);
+        let digest = match inline {
+            Some(h) if !failed => finish_hash(h, reader, name),
+            _ => None,
+        };
+        Ok((verdict, digest))
+    }
+}
+
+/// Completes an inline hash with the part libclamav did not read in order.
+fn finish_hash(h: ffi::InlineHash, reader: &mut dyn FileReader, name: &str) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let ffi::InlineHash { mut hasher, next } = h;
+    let size = reader.size();
+    let mut tail = TailReader {
+        inner: reader,
+        start: next,
+    };
+    if next < size {
+        crate::fs::read_all(&mut tail, name, &mut |chunk| hasher.update(chunk)).ok()?;
+    }
+    ffi::note_hash_coverage(next.min(size), size.saturating_sub(next));
+    Some(hasher.finalize().into())
+}
+
+/// The part of a reader from `start` on, as a reader of its own.
+struct TailReader<'a> {
+    inner: &'a mut dyn FileReader,
+    start: u64,
+}
+
+impl FileReader for TailReader<'_> {
+    fn size(&self) -> u64 {
+        self.inner.size().saturating_sub(self.start)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match self.start.checked_add(offset) {
+            Some(at) => self.inner.read_at(at, buf),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Turns libclamav's raw result into a verdict: alerts split into detections and incomplete
+/// parts, read errors and short content reported as incomplete.
+fn verdict_of(raw: ffi::RawScan, name: &str, size: u64) -> Verdict {
+    let mut verdict = Verdict::default();
+    for n in raw.names {
+        match classify(&n) {
+            Alert::Detection(sig) => verdict.signatures.push(sig),
+            Alert::NotScanned(reason) => verdict.incomplete.push(Incomplete { reason, detail: n }),
+        }
+    }
+    if let Some(e) = raw.read_error {
+        verdict.incomplete.push(Incomplete {
+            reason: e.reason(),
+            detail: e.to_string(),
+        });
+    } else if let Some(at) = raw.short_read_at {
+        verdict.incomplete.push(Incomplete {
+            reason: Reason::Corrupt,
+            detail: format!("{name}: content ends at byte {at} of {size}"),
+        });
+    }
+    if let Some(e) = raw.engine_error {
+        // A read error makes libclamav fail with its own (less precise) error: keep ours.
+        if verdict.incomplete.is_empty() {
+            verdict.incomplete.push(Incomplete {
+                reason: Reason::EngineError,
+                detail: format!("libclamav: {e}"),
+            });
+        }
+    }
+    verdict
 }
 
 #[cfg(test)]
