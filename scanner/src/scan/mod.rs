@@ -24,6 +24,8 @@
 //! walked ([`host`]); a regular host file that holds no partition table and no filesystem is not
 //! a disk image and is scanned as one file, as clamscan does (report format `file`).
 
+#[cfg(test)]
+mod cache_tests;
 pub mod host;
 pub mod queue;
 mod walk;
