@@ -10,7 +10,7 @@ use coldscan_scanner::Error;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{CatArgs, HashAlgo, InfoArgs, LsArgs, LsFormat};
+use crate::cli::{CatArgs, InfoArgs, LsArgs, LsFormat};
 
 /// Exit code: everything read, nothing wrong.
 pub const EXIT_OK: u8 = 0;
@@ -51,28 +51,6 @@ fn escape_text(s: &str) -> String {
     out
 }
 
-/// Walks a volume, collecting entries and reporting unreadable parts on stderr.
-fn collect_entries(
-    target: &str,
-    index: u32,
-    fsys: &SharedFilesystem,
-    errors: &mut u64,
-) -> Vec<FileEntry> {
-    let mut entries = Vec::new();
-    let walked = fsys.walk(&mut |ev| match ev {
-        WalkEvent::Entry(e) => entries.push(e),
-        WalkEvent::Error { path, error } => {
-            *errors += 1;
-            report_problem(&format!("{target} partition {index}: {path}"), &error);
-        }
-    });
-    if let Err(e) = walked {
-        *errors += 1;
-        report_problem(&format!("{target} partition {index}"), &e);
-    }
-    entries
-}
-
 /// Hashes the content of `entry`, or says why it could not be read.
 fn hash_entry(fsys: &SharedFilesystem, entry: &FileEntry) -> Result<String, Error> {
     if let Some(u) = &entry.unreadable {
@@ -90,23 +68,116 @@ fn hash_entry(fsys: &SharedFilesystem, entry: &FileEntry) -> Result<String, Erro
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Hashes every regular file once per content id (hard links share one read), largest first so
-/// that one huge file does not finish last on one thread.
-fn hash_all(
-    fsys: &SharedFilesystem,
-    entries: &[FileEntry],
-) -> HashMap<FileId, Result<String, String>> {
-    let mut unique: HashMap<FileId, &FileEntry> = HashMap::new();
-    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
-        unique.entry(e.id).or_insert(e);
+/// Entries held at once by `ls --hash` before they are hashed (in parallel, largest first) and
+/// printed in walk order: the walk streams, memory is bounded by this window.
+const LS_HASH_WINDOW: usize = 4096;
+/// Content hashes remembered for hard links met later in the walk; past this many the memory
+/// is released (a later hard link is then hashed again: same output, one more read).
+const LS_KNOWN_HASHES: usize = 1 << 20;
+
+/// Streams one volume's listing: entries are printed as the walk finds them (with `--hash`,
+/// window by window), in walk order.
+struct VolumeListing<'a> {
+    target: &'a str,
+    index: u32,
+    fs_name: &'a str,
+    fsys: &'a SharedFilesystem,
+    args: &'a LsArgs,
+    out: &'a mut dyn Write,
+    errors: &'a mut u64,
+    pending: Vec<FileEntry>,
+    known: HashMap<FileId, Result<String, String>>,
+    /// The first output error (a closed pipe): printing stops.
+    write_error: Option<std::io::Error>,
+}
+
+impl VolumeListing<'_> {
+    fn entry(&mut self, e: FileEntry) {
+        self.pending.push(e);
+        if self.args.hash.is_none() || self.pending.len() >= LS_HASH_WINDOW {
+            self.flush();
+        }
     }
-    let mut work: Vec<&FileEntry> = unique.into_values().collect();
-    work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
-    coldscan_scanner::parallel::map_each(&work, |e| {
-        (e.id, hash_entry(fsys, e).map_err(|err| err.to_string()))
-    })
-    .into_iter()
-    .collect()
+
+    /// Hashes what is pending (each content once, largest first) and prints it in walk order.
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if self.write_error.is_some() {
+            return;
+        }
+        if self.args.hash.is_some() {
+            if self.known.len() > LS_KNOWN_HASHES {
+                self.known.clear();
+            }
+            let mut unique: HashMap<FileId, &FileEntry> = HashMap::new();
+            for e in pending.iter().filter(|e| e.kind == EntryKind::File) {
+                if !self.known.contains_key(&e.id) {
+                    unique.entry(e.id).or_insert(e);
+                }
+            }
+            let mut work: Vec<&FileEntry> = unique.into_values().collect();
+            work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+            let fsys = self.fsys;
+            let hashed = coldscan_scanner::parallel::map_each(&work, |e| {
+                (e.id, hash_entry(fsys, e).map_err(|err| err.to_string()))
+            });
+            self.known.extend(hashed);
+        }
+        for e in &pending {
+            if self.write_error.is_none() {
+                if let Err(err) = self.print(e) {
+                    self.write_error = Some(err);
+                }
+            }
+        }
+    }
+
+    fn print(&mut self, e: &FileEntry) -> std::io::Result<()> {
+        let sha = match self.known.get(&e.id) {
+            Some(Ok(h)) if e.kind == EntryKind::File => Some(h.clone()),
+            Some(Err(msg)) if e.kind == EntryKind::File => {
+                *self.errors += 1;
+                report_problem(
+                    &format!("{} partition {}: {}", self.target, self.index, e.path),
+                    msg,
+                );
+                None
+            }
+            _ => None,
+        };
+        match self.args.format {
+            LsFormat::Jsonl => {
+                let rec = LsRecord {
+                    disk: self.target,
+                    partition: self.index,
+                    fs: self.fs_name,
+                    path: &e.path,
+                    stream: e.stream.as_deref(),
+                    size: e.size,
+                    sha256: sha.as_deref(),
+                    kind: e.kind.as_str(),
+                };
+                serde_json::to_writer(&mut *self.out, &rec)?;
+                writeln!(self.out)
+            }
+            LsFormat::Text => {
+                let hash_col = match (self.args.hash, sha) {
+                    (Some(_), Some(h)) => format!("{h}\t"),
+                    (Some(_), None) => format!("{:<64}\t", "-"),
+                    (None, _) => String::new(),
+                };
+                writeln!(
+                    self.out,
+                    "{}\t{}\t{:<7}\t{:>12}\t{hash_col}{}",
+                    self.index,
+                    self.fs_name,
+                    e.kind.as_str(),
+                    e.size,
+                    escape_text(&e.path)
+                )
+            }
+        }
+    }
 }
 
 fn problem_volume(target: &DiskTarget, v: &Volume, errors: &mut u64) {
@@ -149,54 +220,32 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
             let Ok(fsys) = &v.filesystem else { continue };
             let index = v.partition.index;
             let fs_name = fsys.kind().as_str();
-            let entries = collect_entries(target_name, index, fsys, &mut errors);
-            let hashes = match args.hash {
-                Some(HashAlgo::Sha256) => hash_all(fsys, &entries),
-                None => HashMap::new(),
+            let mut listing = VolumeListing {
+                target: target_name,
+                index,
+                fs_name,
+                fsys,
+                args,
+                out: &mut out,
+                errors: &mut errors,
+                pending: Vec::new(),
+                known: HashMap::new(),
+                write_error: None,
             };
-            for e in &entries {
-                let sha = match hashes.get(&e.id) {
-                    Some(Ok(h)) if e.kind == EntryKind::File => Some(h.as_str()),
-                    Some(Err(msg)) if e.kind == EntryKind::File => {
-                        errors += 1;
-                        report_problem(
-                            &format!("{target_name} partition {index}: {}", e.path),
-                            msg,
-                        );
-                        None
-                    }
-                    _ => None,
-                };
-                match args.format {
-                    LsFormat::Jsonl => {
-                        let rec = LsRecord {
-                            disk: target_name,
-                            partition: index,
-                            fs: fs_name,
-                            path: &e.path,
-                            stream: e.stream.as_deref(),
-                            size: e.size,
-                            sha256: sha,
-                            kind: e.kind.as_str(),
-                        };
-                        serde_json::to_writer(&mut out, &rec)?;
-                        writeln!(out)?;
-                    }
-                    LsFormat::Text => {
-                        let hash_col = match (args.hash, sha) {
-                            (Some(_), Some(h)) => format!("{h}\t"),
-                            (Some(_), None) => format!("{:<64}\t", "-"),
-                            (None, _) => String::new(),
-                        };
-                        writeln!(
-                            out,
-                            "{index}\t{fs_name}\t{:<7}\t{:>12}\t{hash_col}{}",
-                            e.kind.as_str(),
-                            e.size,
-                            escape_text(&e.path)
-                        )?;
-                    }
+            let walked = fsys.walk(&mut |ev| match ev {
+                WalkEvent::Entry(e) => listing.entry(e),
+                WalkEvent::Error { path, error } => {
+                    *listing.errors += 1;
+                    report_problem(&format!("{target_name} partition {index}: {path}"), &error);
                 }
+            });
+            listing.flush();
+            if let Some(e) = listing.write_error.take() {
+                return Err(e).context("writing the listing");
+            }
+            if let Err(e) = walked {
+                errors += 1;
+                report_problem(&format!("{target_name} partition {index}"), &e);
             }
         }
     }

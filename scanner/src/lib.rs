@@ -3,11 +3,13 @@
 //!
 //! The layers, each a module: [`block`] (the [`block::BlockSource`] read interface), [`disk`]
 //! (image formats and chains), [`partition`] (GPT/MBR), [`fs`] (ext2/3/4, NTFS, FAT),
-//! [`inventory`] (target -> volumes), [`engine`] (libclamav), [`scan`] (the parallel scan of
+//! [`inventory`] (target -> volumes), [`engine`] (libclamav), [`cache`] (verdicts by content
+//! hash), [`scan`] (the parallel scan of
 //! targets), [`report`] (the JSON report).
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod cache;
 pub mod disk;
 #[cfg(feature = "engine")]
 pub mod engine;

@@ -45,7 +45,8 @@ pub struct EngineInfo {
 pub struct TargetReport {
     /// The target as given.
     pub target: String,
-    /// `raw`, `qcow2`, ..., or `directory`.
+    /// `raw`, `qcow2`, ..., `directory`, or `file` (a host file that is not a disk image,
+    /// scanned as one file).
     pub format: String,
     /// Paths of the chain's layers, top first.
     pub chain: Vec<String>,
@@ -84,6 +85,10 @@ pub struct ScanStats {
     pub bytes: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Of `files`, those whose verdict came from the verdict cache (content scanned before by
+    /// the same engine, signatures and limits) instead of a scan.
+    #[serde(default)]
+    pub cached_files: u64,
 }
 
 /// One detection.
@@ -103,6 +108,9 @@ pub struct Detection {
     pub sha256: Option<String>,
     /// Signature name as the engine reports it.
     pub signature: String,
+    /// The verdict came from the verdict cache (the content was scanned in an earlier scan).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// Something that was not scanned, or not completely.
