@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod block;
+#[cfg(feature = "engine")]
 pub mod cache;
 pub mod disk;
 #[cfg(feature = "engine")]
