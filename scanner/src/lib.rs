@@ -17,5 +17,6 @@ pub mod parallel;
 pub mod partition;
 pub mod report;
 pub mod scan;
+pub mod volume;
 
 pub use error::{Error, Reason, Result};

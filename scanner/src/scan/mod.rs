@@ -75,6 +75,13 @@ impl Contents for host::HostTree {
     }
 }
 
+/// Where in a target a volume is: its partition index and, for a logical volume, its name.
+#[derive(Debug, Clone)]
+struct At {
+    partition: u32,
+    volume: Option<String>,
+}
+
 /// Everything the scan of one target produced.
 #[derive(Debug, Default)]
 struct Findings {
@@ -125,11 +132,24 @@ pub fn scan_targets(
         detections: Vec::new(),
         not_scanned: Vec::new(),
     };
+    // Disks are opened together so that volume groups spanning several of them are assembled.
+    let disks: Vec<String> = targets
+        .iter()
+        .filter(|t| !inventory::is_directory(t))
+        .cloned()
+        .collect();
+    let mut opened = inventory::open_disks(&disks, &opts.open).into_iter();
     for target in targets {
         let (target_report, mut findings) = if inventory::is_directory(target) {
             scan.directory(target)
         } else {
-            scan.disk(target, &opts.open)
+            let disk = opened.next().unwrap_or_else(|| {
+                Err(Error::NotFound {
+                    object: target.clone(),
+                    detail: "not opened".into(),
+                })
+            });
+            scan.disk(target, disk)
         };
         findings.detections.sort();
         findings.not_scanned.sort();
@@ -170,20 +190,29 @@ impl Scan<'_> {
                 NotScanned {
                     target: target.to_string(),
                     partition: Some(0),
+                    volume: None,
                     path: Some(path),
                     reason: error.reason(),
                     detail: error.to_string(),
                 },
             );
         }
-        self.files(target, 0, &walk.entries, &tree, &mut findings);
+        let at = At {
+            partition: 0,
+            volume: None,
+        };
+        self.files(target, &at, &walk.entries, &tree, &mut findings);
         (report, findings)
     }
 
-    /// A disk image or device, through the inventory.
-    fn disk(&self, target: &str, open: &OpenOptions) -> (TargetReport, Findings) {
+    /// A disk image or device, opened through the inventory.
+    fn disk(
+        &self,
+        target: &str,
+        opened: Result<inventory::DiskTarget>,
+    ) -> (TargetReport, Findings) {
         let mut findings = Findings::default();
-        let opened = match inventory::open_disk(target, open) {
+        let opened = match opened {
             Ok(t) => t,
             Err(e) => {
                 self.note(
@@ -191,6 +220,7 @@ impl Scan<'_> {
                     NotScanned {
                         target: target.to_string(),
                         partition: None,
+                        volume: None,
                         path: None,
                         reason: e.reason(),
                         detail: e.to_string(),
@@ -216,11 +246,12 @@ impl Scan<'_> {
                 .iter()
                 .map(|v| PartitionReport {
                     index: v.partition.index,
+                    volume: v.name.clone(),
                     scheme: opened.table.scheme.as_str().to_string(),
                     type_id: v.partition.type_id.clone(),
                     start: v.partition.start,
                     size: v.partition.size,
-                    fs: v.fs_kind.map(|k| k.as_str().to_string()),
+                    fs: v.kind(),
                     status: v.status(),
                 })
                 .collect(),
@@ -231,6 +262,7 @@ impl Scan<'_> {
                 NotScanned {
                     target: target.to_string(),
                     partition: None,
+                    volume: None,
                     path: None,
                     reason: p.reason(),
                     detail: p.to_string(),
@@ -238,13 +270,17 @@ impl Scan<'_> {
             );
         }
         for v in &opened.volumes {
-            let index = v.partition.index;
+            let at = At {
+                partition: v.partition.index,
+                volume: v.name.clone(),
+            };
             if let Some(e) = v.problem() {
                 self.note(
                     &mut findings,
                     NotScanned {
                         target: target.to_string(),
-                        partition: Some(index),
+                        partition: Some(at.partition),
+                        volume: at.volume.clone(),
                         path: None,
                         reason: e.reason(),
                         detail: e.to_string(),
@@ -252,14 +288,14 @@ impl Scan<'_> {
                 );
             }
             let Ok(fsys) = &v.filesystem else { continue };
-            self.volume(target, index, fsys.as_ref(), &mut findings);
+            self.volume(target, &at, fsys.as_ref(), &mut findings);
         }
         (report, findings)
     }
 
     /// Walks one guest volume and scans its files.
-    fn volume(&self, target: &str, index: u32, fsys: &dyn fs::Filesystem, findings: &mut Findings) {
-        self.observer.walking(target, index);
+    fn volume(&self, target: &str, at: &At, fsys: &dyn fs::Filesystem, findings: &mut Findings) {
+        self.observer.walking(target, at.partition);
         let mut entries = Vec::new();
         let mut walk_errors = Vec::new();
         let walked = fsys.walk(&mut |ev| match ev {
@@ -278,21 +314,22 @@ impl Scan<'_> {
                 findings,
                 NotScanned {
                     target: target.to_string(),
-                    partition: Some(index),
+                    partition: Some(at.partition),
+                    volume: at.volume.clone(),
                     path,
                     reason: error.reason(),
                     detail: error.to_string(),
                 },
             );
         }
-        self.files(target, index, &entries, fsys, findings);
+        self.files(target, at, &entries, fsys, findings);
     }
 
     /// Scans the regular files of one volume: once per content id, largest first.
     fn files<C: Contents + ?Sized>(
         &self,
         target: &str,
-        partition: u32,
+        at: &At,
         entries: &[FileEntry],
         contents: &C,
         findings: &mut Findings,
@@ -304,7 +341,8 @@ impl Scan<'_> {
                     findings,
                     NotScanned {
                         target: target.to_string(),
-                        partition: Some(partition),
+                        partition: Some(at.partition),
+                        volume: at.volume.clone(),
                         path: Some(e.path.clone()),
                         reason: u.reason,
                         detail: format!("{}: {}", e.path, u.detail),
@@ -323,7 +361,7 @@ impl Scan<'_> {
         let total: u64 = work.iter().map(|names| names[0].size).sum();
         self.observer.enumerated(work.len() as u64, total);
         let results: Vec<Findings> = self.pool.install(|| {
-            crate::parallel::map_each(&work, |names| self.one(target, partition, names, contents))
+            crate::parallel::map_each(&work, |names| self.one(target, at, names, contents))
         });
         for r in results {
             findings.files += r.files;
@@ -337,7 +375,7 @@ impl Scan<'_> {
     fn one<C: Contents + ?Sized>(
         &self,
         target: &str,
-        partition: u32,
+        at: &At,
         names: &[&FileEntry],
         contents: &C,
     ) -> Findings {
@@ -355,7 +393,8 @@ impl Scan<'_> {
                         &mut out,
                         NotScanned {
                             target: target.to_string(),
-                            partition: Some(partition),
+                            partition: Some(at.partition),
+                            volume: at.volume.clone(),
                             path: Some(n.path.clone()),
                             reason: e.reason(),
                             detail: e.to_string(),
@@ -374,7 +413,8 @@ impl Scan<'_> {
                             &mut out,
                             NotScanned {
                                 target: target.to_string(),
-                                partition: Some(partition),
+                                partition: Some(at.partition),
+                                volume: at.volume.clone(),
                                 path: Some(n.path.clone()),
                                 reason: inc.reason,
                                 detail: inc.detail.clone(),
@@ -388,7 +428,8 @@ impl Scan<'_> {
                         for n in names {
                             let d = Detection {
                                 target: target.to_string(),
-                                partition,
+                                partition: at.partition,
+                                volume: at.volume.clone(),
                                 path: n.path.clone(),
                                 stream: n.stream.clone(),
                                 size: n.size,
@@ -630,7 +671,11 @@ mod tests {
             observer: &NoProgress,
         };
         let mut f = Findings::default();
-        scan.volume("disk.img", 2, &fsys, &mut f);
+        let at = At {
+            partition: 2,
+            volume: None,
+        };
+        scan.volume("disk.img", &at, &fsys, &mut f);
         f.detections.sort();
         f.not_scanned.sort();
         let found: Vec<(&str, Option<&str>)> = f
