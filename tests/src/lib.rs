@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod images;
 pub mod journal;
 pub mod layers;
+pub mod lvm;
 pub mod manifest;
 pub mod ntfs;
 pub mod testdb;
