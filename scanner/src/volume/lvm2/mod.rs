@@ -108,3 +108,6 @@ pub fn scan_pv(dev: &dyn BlockSource) -> Result<Option<PvScan>> {
         problems,
     }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Seeds the `lvm_metadata` fuzz corpus with metadata texts written by the real LVM tools (linear,
+# striped, several PVs) on loop devices with activation off (generated, never committed; needs
+# root for losetup). Usage: scanner/fuzz/seed_lvm.sh.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+c="$here/corpus/lvm_metadata"
+mkdir -p "$c"
+truncate -s 64M "$tmp/a.img" "$tmp/b.img"
+a=$(losetup -f --show "$tmp/a.img")
+b=$(losetup -f --show "$tmp/b.img")
+trap 'losetup -d "$a" "$b"; rm -rf "$tmp"' EXIT
+conf="global{activation=0} devices{filter=[\"a|^$a\$|\",\"a|^$b\$|\",\"r|.*|\"] obtain_device_list_from_udev=0} backup{backup=0 archive=0}"
+export LVM_SUPPRESS_FD_WARNINGS=1
+pvcreate -q --config "$conf" "$a" "$b" 2>/dev/null
+vgcreate -q --config "$conf" seedvg "$a" "$b" 2>/dev/null
+lvcreate -q --config "$conf" -an -Zn -L 8M -n lin seedvg 2>/dev/null
+lvcreate -q --config "$conf" -an -Zn -i 2 -I 64k -L 16M -n str seedvg 2>/dev/null
+lvcreate -q --config "$conf" -an -Zn -L 80M -n span seedvg 2>/dev/null
+vgcfgbackup -q --config "$conf" -f "$c/seedvg.txt" seedvg 2>/dev/null
