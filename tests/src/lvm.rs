@@ -472,12 +472,11 @@ pub fn spanning() -> anyhow::Result<LvmFixture> {
     })
 }
 
-/// A GPT disk with an ext4 partition holding EICAR (1) and a LUKS2 partition (2, label
+/// A GPT disk with a clean ext4 partition (1) and a LUKS2 partition (2, label
 /// `secret`) made by `cryptsetup luksFormat` on a plain file.
 pub fn luks() -> anyhow::Result<LvmFixture> {
     let dir = cache::cached("luks2", &|dir| {
         let mut tree = trees::rich_tree("beside luks");
-        tree.file("/eicar.com", &crate::testdb::eicar());
         let disk = dir.join("disk.img");
         images::sparse_file(&disk, 100 * MIB)?;
         let placed = images::sfdisk_table(
@@ -529,14 +528,7 @@ pub fn luks() -> anyhow::Result<LvmFixture> {
         fs::remove_file(&fs_img)?;
         let records = manifest::from_tree(1, "ext4", &tree);
         manifest::write_jsonl(&dir.join(MANIFEST), &records)?;
-        write_detections(
-            dir,
-            &[PlantedDetection {
-                partition: 1,
-                volume: None,
-                path: "/eicar.com".into(),
-            }],
-        )?;
+        write_detections(dir, &[])?;
         Ok(())
     })?;
     Ok(LvmFixture {
