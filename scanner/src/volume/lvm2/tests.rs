@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::label::PvLabel;
 use super::{assemble, parse_vg_text, PvScan, VolumeGroup};
-use crate::block::{BlockSource, MemSource, SharedSource};
+use crate::block::{MemSource, SharedSource};
 use crate::error::{Error, Reason};
 
 const UUID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
