@@ -138,3 +138,42 @@ fn luks2_partition_is_named_and_never_clean() {
         "0b5e55ed-1c5e-4000-8000-000000000002"
     );
 }
+
+/// dissect.volume reads the linear LVs from the PVs on its own; coldscan lists exactly the
+/// LV's manifest from those bytes taken as a whole-disk filesystem, so both map the extents
+/// alike.
+#[test]
+fn dissect_oracle_agrees_on_linear_lvs() {
+    let check_lv = |f: &LvmFixture, vol: &str, pvs: &[(std::path::PathBuf, u64, u64)]| {
+        let name = vol.split('/').nth(1).unwrap();
+        let dir = coldscan_tests::cache::target_dir().join("tmp");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(format!("dissect-{}.raw", vol.replace('/', "-")));
+        coldscan_tests::dissect::read_lv(&out, name, pvs).unwrap_or_else(|e| panic!("{e:#}"));
+        let want: Vec<_> = f
+            .manifest()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.volume.as_deref() == Some(vol))
+            .map(|mut r| {
+                r.partition = 0;
+                r.volume = None;
+                r
+            })
+            .collect();
+        assert!(!want.is_empty());
+        let (code, got, stderr) = ls(&[out.display().to_string()]);
+        assert_eq!(code, Some(0), "{stderr}");
+        std::fs::remove_file(&out).unwrap();
+        if let Some(d) = manifest::diff(&want, &got) {
+            panic!("{vol} as dissect reads it:\n{d}");
+        }
+    };
+    let f = built(lvm::ubuntu());
+    let pv = (f.disks[0].clone(), 66 << 20, 128 << 20);
+    check_lv(&f, "ubuntu-vg/root", &[pv]);
+    let f = built(lvm::spanning());
+    let pvs: Vec<_> = f.disks.iter().map(|d| (d.clone(), 0, 100 << 20)).collect();
+    check_lv(&f, "data/solo", &pvs);
+    check_lv(&f, "data/spread", &pvs);
+}
