@@ -15,6 +15,7 @@ pub mod journal;
 pub mod layers;
 pub mod lvm;
 pub mod manifest;
+pub mod md;
 pub mod ntfs;
 pub mod testdb;
 pub mod tools;

@@ -177,3 +177,28 @@ fn dissect_oracle_agrees_on_linear_lvs() {
     check_lv(&f, "data/solo", &pvs);
     check_lv(&f, "data/spread", &pvs);
 }
+
+#[test]
+fn md_raid1_members_are_read_once_as_their_data() {
+    let f = built(coldscan_tests::md::raid1());
+    // Both members together: the array is listed once; either member alone also lists it.
+    assert_listing(&f, &strs(&f.disks));
+    assert_listing(&f, &[f.disks[1].display().to_string()]);
+    let out = coldscan::run(&[
+        "info",
+        "--json",
+        &f.disks[0].display().to_string(),
+        &f.disks[1].display().to_string(),
+    ])
+    .unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &info[0]["partitions"][0];
+    assert_eq!(
+        (first["status"].as_str(), first["fs"].as_str()),
+        (Some("ok"), Some("ext4"))
+    );
+    assert_eq!(first["content"][0]["kind"], "md-raid1");
+    assert_eq!(first["content"][0]["label"], "md0");
+    assert_eq!(info[1]["partitions"][0]["status"], "md-member");
+}
