@@ -52,6 +52,14 @@ pub enum SegmentKind {
     },
     /// Reads as zeros.
     Zero,
+    /// A classic snapshot (lvm2's hidden `snapshotN` LV): `cow_store` holds the exceptions
+    /// against `origin`.
+    Snapshot {
+        /// The origin LV.
+        origin: String,
+        /// The LV holding the copy-on-write store (the snapshot as users name it).
+        cow_store: String,
+    },
     /// A segment type that is recognised but not read (thin, snapshot, cache, parity RAID...).
     Unsupported {
         /// The segment's `type`.
@@ -254,6 +262,10 @@ pub fn parse_segment(s: &Section, object: &str) -> Result<Segment> {
             images: raid_images(s, object)?,
         },
         "zero" => SegmentKind::Zero,
+        "snapshot" => SegmentKind::Snapshot {
+            origin: s.str("origin").unwrap_or_default().to_string(),
+            cow_store: s.str("cow_store").unwrap_or_default().to_string(),
+        },
         other => SegmentKind::Unsupported {
             kind: other.to_string(),
         },

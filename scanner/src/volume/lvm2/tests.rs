@@ -329,3 +329,23 @@ fn real_lvm2_text_parses() {
     let lvs = vt.vg.section("logical_volumes").unwrap();
     assert_eq!(lvs.sections().count(), 3);
 }
+
+#[test]
+fn classic_snapshot_is_listed_and_reported_not_read() {
+    let vg = vg_with(
+        &[
+            lin("origin", &[seg(0, 2, "type = \"striped\" stripes = [\"pv0\", 0]")]),
+            lin("snap", &[seg(0, 1, "type = \"striped\" stripes = [\"pv0\", 2]")]),
+            "snapshot0 { id = \"s\" status = [\"READ\"] segment1 { start_extent = 0 extent_count = 2 type = \"snapshot\" chunk_size = 8 origin = \"origin\" cow_store = \"snap\" } }".to_string(),
+        ]
+        .join("\n"),
+        false,
+    );
+    assert_eq!(read(&vg, "vg/origin").len(), 2048);
+    let e = err(&vg, "vg/snap");
+    assert!(
+        e.to_string().contains("classic snapshot of vg/origin"),
+        "{e}"
+    );
+    assert_eq!(lv(&vg, "vg/snap").segment_types, ["snapshot"]);
+}

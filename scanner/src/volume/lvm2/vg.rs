@@ -387,6 +387,16 @@ fn build_map(
             raw_segments.push(segs);
         }
     }
+    // A classic snapshot's COW store LV holds exceptions, not a filesystem: report it as the
+    // snapshot it is rather than as a volume without a filesystem.
+    let mut cow_of: HashMap<String, String> = HashMap::new();
+    for segs in raw_segments.iter().flatten() {
+        for seg in segs {
+            if let SegmentKind::Snapshot { origin, cow_store } = &seg.kind {
+                cow_of.insert(cow_store.clone(), origin.clone());
+            }
+        }
+    }
     let names: HashMap<String, usize> = lvs
         .iter()
         .enumerate()
@@ -406,6 +416,16 @@ fn build_map(
     let mut errors: Vec<Option<Error>> = Vec::new();
     for (i, segs) in raw_segments.into_iter().enumerate() {
         let lv_object = format!("{object}: LV {vg_name}/{}", lvs[i].name);
+        if let Some(origin) = cow_of.get(&lvs[i].name) {
+            types[i] = vec!["snapshot".into()];
+            errors.push(Some(Error::unsupported(
+                &lv_object,
+                format!(
+                    "classic snapshot of {vg_name}/{origin}: copy-on-write exceptions are not read"
+                ),
+            )));
+            continue;
+        }
         match segs.and_then(|s| map_segments(s, &keys, &slots, &names, extent_bytes, &lv_object)) {
             Ok((mapped, extents)) => {
                 lvs[i].segments = mapped;
@@ -426,6 +446,7 @@ fn kind_name(k: &SegmentKind) -> String {
         SegmentKind::Striped { .. } => "striped".into(),
         SegmentKind::Mirrored { .. } => "mirror".into(),
         SegmentKind::Zero => "zero".into(),
+        SegmentKind::Snapshot { .. } => "snapshot".into(),
         SegmentKind::Unsupported { kind } => kind.clone(),
     }
 }
@@ -526,6 +547,12 @@ fn map_segments(
                 return Err(Error::unsupported(
                     object,
                     format!("LVM2 {kind} segments are not read"),
+                ))
+            }
+            SegmentKind::Snapshot { origin, .. } => {
+                return Err(Error::unsupported(
+                    object,
+                    format!("classic snapshot of {origin}: copy-on-write exceptions are not read"),
                 ))
             }
         };
