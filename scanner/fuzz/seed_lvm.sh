@@ -1,5 +1,5 @@
 #!/bin/sh
-# Seeds the `lvm_metadata` fuzz corpus with metadata texts written by the real LVM tools (linear,
+# Seeds the `lvm_metadata` and `volume_probe` fuzz corpora with metadata texts written by the real LVM tools (linear,
 # striped, several PVs) on loop devices with activation off (generated, never committed; needs
 # root for losetup). Usage: scanner/fuzz/seed_lvm.sh.
 set -eu
@@ -19,3 +19,10 @@ lvcreate -q --config "$conf" -an -Zn -L 8M -n lin seedvg 2>/dev/null
 lvcreate -q --config "$conf" -an -Zn -i 2 -I 64k -L 16M -n str seedvg 2>/dev/null
 lvcreate -q --config "$conf" -an -Zn -L 80M -n span seedvg 2>/dev/null
 vgcfgbackup -q --config "$conf" -f "$c/seedvg.txt" seedvg 2>/dev/null
+# The volume_probe corpus: the PV's label and metadata area (first 1 MiB), and a LUKS2 header.
+mkdir -p "$here/corpus/volume_probe"
+head -c 1048576 "$tmp/a.img" > "$here/corpus/volume_probe/pv-head.bin"
+truncate -s 16M "$tmp/luks.img"
+printf 'k' > "$tmp/key"
+cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$tmp/key" "$tmp/luks.img"
+head -c 32768 "$tmp/luks.img" > "$here/corpus/volume_probe/luks2-head.bin"

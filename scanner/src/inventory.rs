@@ -402,14 +402,25 @@ fn assemble(targets: &mut [DiskTarget]) {
             targets[ti].volumes.push(volume);
         }
     }
+    // A PV that no readable VG claims hides its LVs: that is an error, never silence.
     for (i, (ti, vi)) in where_.iter().enumerate() {
-        if !in_vg[i] {
-            let v = &mut targets[*ti].volumes[*vi];
-            if v.filesystem.is_err() && pvs[i].1.metadata.is_none() {
-                v.notes
-                    .push("PV holds no volume group metadata and no VG names it".into());
-            }
+        if in_vg[i] {
+            continue;
         }
+        let v = &mut targets[*ti].volumes[*vi];
+        let scan = &pvs[i].1;
+        let e = match scan.problems.first() {
+            Some(p) => p.clone(),
+            None => Arc::new(Error::MissingDevice {
+                object: v.source.name().to_string(),
+                detail: format!(
+                    "PV {} holds no volume group metadata and no PV given holds metadata naming it",
+                    scan.label.display_uuid()
+                ),
+            }),
+        };
+        v.no_files = false;
+        v.filesystem = Err(e);
     }
 }
 

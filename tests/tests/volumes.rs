@@ -202,3 +202,37 @@ fn md_raid1_members_are_read_once_as_their_data() {
     assert_eq!(first["content"][0]["label"], "md0");
     assert_eq!(info[1]["partitions"][0]["status"], "md-member");
 }
+
+/// A PV whose only metadata copy fails its checksum: the error names the metadata area and
+/// the byte offset, `/boot` is still listed exactly, and the exit code is 2.
+#[test]
+fn corrupt_lvm_metadata_is_an_error_with_offset_and_the_rest_is_listed() {
+    let f = built(lvm::ubuntu());
+    let dir = coldscan_tests::cache::target_dir().join("tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("lvm-corrupt-metadata.img");
+    std::fs::copy(&f.disks[0], &disk).unwrap();
+    let mda = (66u64 << 20) + 4096;
+    let header = coldscan_tests::images::read_at(&disk, mda, 512).unwrap();
+    let text_at = u64::from_le_bytes(header[40..48].try_into().unwrap());
+    let byte = coldscan_tests::images::read_at(&disk, mda + text_at + 20, 1).unwrap();
+    coldscan_tests::images::patch(&disk, mda + text_at + 20, &[byte[0] ^ 0x20]).unwrap();
+    let (code, got, stderr) = ls(&[disk.display().to_string()]);
+    std::fs::remove_file(&disk).unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("partition 2") && stderr.contains("metadata text checksum"),
+        "{stderr}"
+    );
+    // The offset is the checksum field of the metadata area header, within partition 2.
+    assert!(stderr.contains("at byte 0x1038"), "{stderr}");
+    let want: Vec<_> = f
+        .manifest()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.volume.is_none())
+        .collect();
+    if let Some(d) = manifest::diff(&want, &got) {
+        panic!("{d}");
+    }
+}
