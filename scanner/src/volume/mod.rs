@@ -95,3 +95,74 @@ pub fn probe(dev: &dyn BlockSource) -> Result<Option<Content>> {
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemSource;
+
+    fn probe_bytes(b: Vec<u8>) -> Option<Content> {
+        probe(&MemSource::new(b, "t")).unwrap()
+    }
+
+    #[test]
+    fn bitlocker_is_named_by_its_fve_metadata_guid() {
+        let mut b = vec![0u8; 64 << 10];
+        b[3..11].copy_from_slice(bitlocker::FVE_SIGNATURE);
+        b[0xb0..0xb8].copy_from_slice(&(32768u64).to_le_bytes());
+        b[32768..32776].copy_from_slice(bitlocker::FVE_SIGNATURE);
+        let guid = [
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 1, 2, 3, 4, 5, 6,
+        ];
+        b[32768 + 80..32768 + 96].copy_from_slice(&guid);
+        let c = probe_bytes(b).unwrap();
+        assert_eq!(c.kind(), "bitlocker");
+        assert_eq!(
+            c.uuid().as_deref(),
+            Some("00112233-4455-6677-8899-010203040506")
+        );
+    }
+
+    #[test]
+    fn md_090_member_at_the_end_is_found_before_the_filesystem_at_the_start() {
+        let size = 1usize << 20;
+        let mut b = vec![0u8; size];
+        // An ext superblock magic at the start: the data of a RAID1 member.
+        b[1080..1082].copy_from_slice(&0xef53u16.to_le_bytes());
+        let at = size - (64 << 10);
+        let w = |b: &mut Vec<u8>, i: usize, v: u32| {
+            b[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        w(&mut b, 0, md::MD_MAGIC);
+        w(&mut b, 1, 0);
+        w(&mut b, 2, 90);
+        w(&mut b, 5, 0x0b5e55ed);
+        w(&mut b, 7, 1);
+        w(&mut b, 8, 512); // KiB per member
+        w(&mut b, 10, 2);
+        w(&mut b, 39, 7);
+        let Some(Content::Md(m)) = probe_bytes(b) else {
+            panic!("not an MD member")
+        };
+        assert_eq!(
+            (m.version, m.level, m.raid_disks, m.events),
+            ("0.90", 1, 2, 7)
+        );
+        assert_eq!((m.data_offset, m.data_size), (0, 512 << 10));
+        assert!(m.array_uuid.starts_with("ed555e0b"), "{}", m.array_uuid);
+    }
+
+    #[test]
+    fn swap_and_nothing() {
+        let mut b = vec![0u8; 16384];
+        b[4086..4096].copy_from_slice(b"SWAPSPACE2");
+        b[1024 + 28..1024 + 32].copy_from_slice(b"swp1");
+        let c = probe_bytes(b).unwrap();
+        assert_eq!(
+            (c.kind().as_str(), c.label().as_deref(), c.uuid()),
+            ("swap", Some("swp1"), None)
+        );
+        assert_eq!(probe_bytes(vec![0u8; 16384]), None);
+        assert_eq!(probe_bytes(vec![0u8; 100]), None);
+    }
+}
