@@ -12,6 +12,7 @@ pub mod label;
 pub mod mda;
 pub mod metadata;
 pub mod segments;
+pub mod thin;
 mod vg;
 
 pub use vg::{assemble, LogicalVolume, LvEntry, VolumeGroup};
