@@ -5,9 +5,9 @@
 //! each part of a logical volume.
 //!
 //! Readable here: `striped` (linear is a striped segment with one stripe), `raid0`, `mirror`
-//! and `raid1` (one image is read: all images hold the same data), `zero`. Thin volumes, thin
-//! pools, classic snapshots, caches and parity RAID are recognised and named, and their volumes
-//! reported as not scanned.
+//! and `raid1` (one image is read: all images hold the same data), `zero`, `thin` (through its
+//! pool's metadata, see [`super::thin`]). Classic snapshots, caches and parity RAID are
+//! recognised and named, and their volumes reported as not scanned.
 
 use super::metadata::{Section, Value};
 use crate::error::{Error, Result};
@@ -52,6 +52,20 @@ pub enum SegmentKind {
     },
     /// Reads as zeros.
     Zero,
+    /// A thin pool: `metadata` and `data` are its hidden sub-LVs (`pool_tmeta`, `pool_tdata`).
+    ThinPool {
+        /// The metadata LV.
+        metadata: String,
+        /// The data LV.
+        data: String,
+    },
+    /// A thin volume: blocks of thin device `device_id` of `pool`.
+    Thin {
+        /// The thin pool LV.
+        pool: String,
+        /// The thin device id in the pool's metadata.
+        device_id: u64,
+    },
     /// A classic snapshot (lvm2's hidden `snapshotN` LV): `cow_store` holds the exceptions
     /// against `origin`.
     Snapshot {
@@ -262,6 +276,23 @@ pub fn parse_segment(s: &Section, object: &str) -> Result<Segment> {
             images: raid_images(s, object)?,
         },
         "zero" => SegmentKind::Zero,
+        "thin-pool" => SegmentKind::ThinPool {
+            metadata: s
+                .str("metadata")
+                .ok_or_else(|| Error::corrupt(object, s.offset, "thin-pool without metadata LV"))?
+                .to_string(),
+            data: s
+                .str("pool")
+                .ok_or_else(|| Error::corrupt(object, s.offset, "thin-pool without data LV"))?
+                .to_string(),
+        },
+        "thin" => SegmentKind::Thin {
+            pool: s
+                .str("thin_pool")
+                .ok_or_else(|| Error::corrupt(object, s.offset, "thin LV without thin_pool"))?
+                .to_string(),
+            device_id: uint(s, "device_id", object)?,
+        },
         "snapshot" => SegmentKind::Snapshot {
             origin: s.str("origin").unwrap_or_default().to_string(),
             cow_store: s.str("cow_store").unwrap_or_default().to_string(),
@@ -319,11 +350,11 @@ mod tests {
                 ]
             }
         );
-        let s = seg("segment1 { start_extent = 0 extent_count = 4 type = \"thin\" }").unwrap();
+        let s = seg("segment1 { start_extent = 0 extent_count = 4 type = \"cache\" }").unwrap();
         assert_eq!(
             s.kind,
             SegmentKind::Unsupported {
-                kind: "thin".into()
+                kind: "cache".into()
             }
         );
     }

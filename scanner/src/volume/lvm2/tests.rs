@@ -264,9 +264,10 @@ fn hostile_mappings_are_errors_for_their_lv_only() {
                 &[seg(
                     0,
                     1,
-                    "type = \"thin\" thin_pool = \"pool\" device_id = 1",
+                    "type = \"thin\" thin_pool = \"nopool\" device_id = 1",
                 )],
             ),
+            lin("cache", &[seg(0, 1, "type = \"cache\" cache_pool = \"c\"")]),
         ]
         .join("\n"),
         true,
@@ -282,12 +283,13 @@ fn hostile_mappings_are_errors_for_their_lv_only() {
         ("loop2", "loop"),
         ("self", "loop"),
         ("nopv", "unknown PV pv9"),
-        ("thin", "thin segments are not read"),
+        ("cache", "cache segments are not read"),
+        ("thin", "unknown pool nopool"),
     ] {
         let e = err(&vg, &format!("vg/{name}"));
         assert!(e.to_string().contains(needle), "{name}: {e}");
     }
-    assert_eq!(err(&vg, "vg/thin").reason(), Reason::UnsupportedFilesystem);
+    assert_eq!(err(&vg, "vg/cache").reason(), Reason::UnsupportedFilesystem);
 }
 
 #[test]
@@ -348,4 +350,58 @@ fn classic_snapshot_is_listed_and_reported_not_read() {
         "{e}"
     );
     assert_eq!(lv(&vg, "vg/snap").segment_types, ["snapshot"]);
+}
+
+/// A thin pool whose metadata `thin_restore` wrote ([`super::thin::tests::XML`]): thin volumes
+/// read their mapped blocks from the pool's data LV, unmapped blocks as zeros; the pool itself is
+/// not listed.
+#[test]
+fn thin_volumes_read_through_the_pool_metadata() {
+    const EXT: usize = 64 << 10;
+    let meta = super::thin::tests::restored(super::thin::tests::XML);
+    let mut dev = vec![0u8; 4096 + 61 * EXT];
+    dev[4096..4096 + EXT].copy_from_slice(&meta[..EXT]);
+    for k in 0..60 {
+        let at = 4096 + (1 + k) * EXT;
+        dev[at..at + EXT].fill(k as u8 + 1);
+    }
+    let hidden = |name: &str, start: u32, count: u32| {
+        format!("{name} {{ id = \"{name}\" status = [\"READ\"] segment1 {{ start_extent = 0 extent_count = {count} type = \"striped\" stripes = [\"pv0\", {start}] }} }}")
+    };
+    let text = format!(
+        r#"vg {{ id = "vgid" seqno = 1 extent_size = 128
+physical_volumes {{ pv0 {{ id = "{UUID_A}" pe_start = 8 pe_count = 61 }} }}
+logical_volumes {{
+{}
+{}
+pool {{ id = "p" status = ["READ", "VISIBLE"] segment1 {{ start_extent = 0 extent_count = 60 type = "thin-pool" metadata = "pool_tmeta" pool = "pool_tdata" transaction_id = 2 chunk_size = 128 }} }}
+thin1 {{ id = "t1" status = ["READ", "VISIBLE"] segment1 {{ start_extent = 0 extent_count = 8 type = "thin" thin_pool = "pool" transaction_id = 0 device_id = 1 }} }}
+thin2 {{ id = "t2" status = ["READ", "VISIBLE"] segment1 {{ start_extent = 0 extent_count = 2 type = "thin" thin_pool = "pool" transaction_id = 1 device_id = 2 }} }}
+thin3 {{ id = "t3" status = ["READ", "VISIBLE"] segment1 {{ start_extent = 0 extent_count = 1 type = "thin" thin_pool = "pool" transaction_id = 1 device_id = 3 }} }}
+}} }}"#,
+        hidden("pool_tmeta", 0, 1),
+        hidden("pool_tdata", 1, 60)
+    );
+    let a: SharedSource = Arc::new(MemSource::new(dev, "pvA"));
+    let vgs = assemble(&[(a, scan(UUID_A, Some(&text)))]);
+    let vg = &vgs[0];
+    let names: Vec<&str> = vg.lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["vg/thin1", "vg/thin2", "vg/thin3"]);
+    let t1 = read(vg, "vg/thin1");
+    let block = |i: usize| &t1[i * EXT..(i + 1) * EXT];
+    assert!(block(0).iter().all(|&b| b == 11));
+    assert!(block(1).iter().all(|&b| b == 12));
+    assert!((2..7).all(|i| block(i).iter().all(|&b| b == 0)));
+    assert!(block(7).iter().all(|&b| b == 4));
+    // A read across a block boundary.
+    let src = lv(vg, "vg/thin1").source.clone().unwrap();
+    let mut b = vec![0u8; 10];
+    src.read_exact_at(EXT as u64 - 5, &mut b).unwrap();
+    assert_eq!(b, [11, 11, 11, 11, 11, 12, 12, 12, 12, 12]);
+    let t2 = read(vg, "vg/thin2");
+    assert!(t2[..EXT].iter().all(|&b| b == 51) && t2[EXT..].iter().all(|&b| b == 0));
+    // A device missing from the pool's mapping tree: an error naming it, at read time.
+    let src = lv(vg, "vg/thin3").source.clone().unwrap();
+    let e = src.read_exact_at(0, &mut b).unwrap_err().to_string();
+    assert!(e.contains("thin device 3"), "{e}");
 }

@@ -1,11 +1,12 @@
 //! Volume group assembly across PVs and the logical volume read path.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::label::display_uuid;
 use super::metadata::Section;
 use super::segments::{self, AreaTarget, Segment, SegmentKind};
+use super::thin::ThinSuperblock;
 use super::{PvScan, VgText};
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
@@ -46,6 +47,16 @@ enum Mapping {
         stripe_bytes: u64,
         areas: Vec<Place>,
     },
+    /// A thin pool: its metadata and data LVs (not read directly).
+    Pool {
+        meta: usize,
+        data: usize,
+    },
+    /// A thin volume: device `device_id` of the pool LV `pool`.
+    Thin {
+        pool: usize,
+        device_id: u64,
+    },
     /// Identical images; `chosen` is the first readable one (decided at assembly).
     Mirror {
         images: Vec<Place>,
@@ -76,6 +87,8 @@ struct VgMap {
     extent_bytes: u64,
     pvs: Vec<PvSlot>,
     lvs: Vec<LvMap>,
+    /// Per LV: its thin pool superblock, read on first use (only pool LVs use theirs).
+    thin: Vec<OnceLock<std::result::Result<ThinSuperblock, Arc<Error>>>>,
 }
 
 /// A logical volume as a block source: reads are split at segment and stripe boundaries and sent
@@ -375,7 +388,12 @@ fn build_map(
                     })
                     .unwrap_or_default(),
             );
-            if lv.has_flag("status", "VISIBLE") {
+            // A thin pool holds other volumes' blocks, not a filesystem: not listed itself.
+            let is_pool = segs.as_ref().is_ok_and(|v| {
+                v.iter()
+                    .any(|s| matches!(s.kind, SegmentKind::ThinPool { .. }))
+            });
+            if lv.has_flag("status", "VISIBLE") && !is_pool {
                 visible.push(lvs.len());
             }
             uuids.push(lv.str("id").unwrap_or("").to_string());
@@ -412,6 +430,7 @@ fn build_map(
         extent_bytes,
         pvs: Vec::new(),
         lvs: Vec::new(),
+        thin: Vec::new(),
     };
     let mut errors: Vec<Option<Error>> = Vec::new();
     for (i, segs) in raw_segments.into_iter().enumerate() {
@@ -436,6 +455,7 @@ fn build_map(
         }
     }
     map.pvs = slots;
+    map.thin = (0..lvs.len()).map(|_| OnceLock::new()).collect();
     map.lvs = lvs;
     Ok((map, errors, visible, uuids, types))
 }
@@ -447,6 +467,8 @@ fn kind_name(k: &SegmentKind) -> String {
         SegmentKind::Mirrored { .. } => "mirror".into(),
         SegmentKind::Zero => "zero".into(),
         SegmentKind::Snapshot { .. } => "snapshot".into(),
+        SegmentKind::ThinPool { .. } => "thin-pool".into(),
+        SegmentKind::Thin { .. } => "thin".into(),
         SegmentKind::Unsupported { kind } => kind.clone(),
     }
 }
@@ -549,6 +571,27 @@ fn map_segments(
                     format!("LVM2 {kind} segments are not read"),
                 ))
             }
+            SegmentKind::ThinPool { metadata, data } => {
+                let lv = |n: &String| {
+                    names.get(n).copied().ok_or_else(|| {
+                        Error::corrupt(object, s.offset, format!("thin pool names unknown LV {n}"))
+                    })
+                };
+                Mapping::Pool {
+                    meta: lv(metadata)?,
+                    data: lv(data)?,
+                }
+            }
+            SegmentKind::Thin { pool, device_id } => Mapping::Thin {
+                pool: names.get(pool).copied().ok_or_else(|| {
+                    Error::corrupt(
+                        object,
+                        s.offset,
+                        format!("thin LV names unknown pool {pool}"),
+                    )
+                })?,
+                device_id: *device_id,
+            },
             SegmentKind::Snapshot { origin, .. } => {
                 return Err(Error::unsupported(
                     object,
@@ -575,7 +618,7 @@ fn first_pv(map: &VgMap, lv: usize, depth: usize) -> Option<(usize, u64)> {
     let place = match &seg.mapping {
         Mapping::Striped { areas, .. } => *areas.first()?,
         Mapping::Mirror { images, chosen } => *images.get(*chosen)?,
-        Mapping::Zero => return None,
+        Mapping::Zero | Mapping::Pool { .. } | Mapping::Thin { .. } => return None,
     };
     match place {
         Place::Pv { slot, start_extent } => Some((

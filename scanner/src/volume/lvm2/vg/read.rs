@@ -1,6 +1,9 @@
 //! The logical volume read path: a read is split at segment and stripe boundaries and each
 //! piece sent to the PV (or image LV) holding it.
 
+use std::sync::Arc;
+
+use super::super::thin;
 use super::{missing, LogicalVolume, Mapping, Place, VgMap, MAX_LV_NESTING};
 use crate::block::{check_bounds, BlockSource};
 use crate::error::{Error, Result};
@@ -49,6 +52,16 @@ impl VgMap {
                     let k = usize::try_from(n).unwrap_or(buf.len());
                     buf[..k].fill(0);
                 }
+                Mapping::Pool { .. } => {
+                    return Err(Error::unsupported(
+                        format!("{}/{}", self.name, map.name),
+                        "a thin pool is read through its thin volumes",
+                    ))
+                }
+                Mapping::Thin { pool, device_id } => {
+                    let k = usize::try_from(n).unwrap_or(buf.len());
+                    n = self.read_thin(*pool, *device_id, offset, &mut buf[..k], depth)?;
+                }
                 Mapping::Mirror { images, chosen } => {
                     let k = usize::try_from(n).unwrap_or(buf.len());
                     self.read_place(images[*chosen], within, &mut buf[..k], depth)?;
@@ -83,6 +96,57 @@ impl VgMap {
             buf = &mut buf[k..];
         }
         Ok(())
+    }
+
+    /// Reads from thin device `device_id` of pool LV `pool` at LV byte `offset`, up to the end
+    /// of the thin block; returns how many bytes were read. Unmapped blocks read as zeros.
+    fn read_thin(
+        &self,
+        pool: usize,
+        device_id: u64,
+        offset: u64,
+        buf: &mut [u8],
+        depth: usize,
+    ) -> Result<u64> {
+        let object = format!("{}/{}", self.name, self.lvs[pool].name);
+        let Some(Mapping::Pool { meta, data }) =
+            self.lvs[pool].segments.first().map(|s| &s.mapping)
+        else {
+            return Err(Error::corrupt(&object, 0, "not a thin pool"));
+        };
+        let (meta, data) = (*meta, *data);
+        let read_meta = |off: u64, b: &mut [u8]| self.read(meta, off, b, depth + 1);
+        let meta_size = self.lvs[meta].extents.saturating_mul(self.extent_bytes);
+        let sb = self.thin[pool]
+            .get_or_init(|| {
+                thin::read_superblock(&read_meta, meta_size, &format!("{object} metadata"))
+                    .map_err(Arc::new)
+            })
+            .as_ref()
+            .map_err(|e| Error::corrupt(&object, 0, e.to_string()))?;
+        let block = u64::from(sb.data_block_sectors) * 512;
+        let in_block = offset % block;
+        let n = (block - in_block).min(buf.len() as u64);
+        let k = usize::try_from(n).unwrap_or(buf.len());
+        match thin::map_block(
+            &read_meta,
+            sb,
+            device_id,
+            offset / block,
+            &format!("{object} metadata"),
+        )? {
+            Some(db) => {
+                let at = db
+                    .checked_mul(block)
+                    .and_then(|a| a.checked_add(in_block))
+                    .ok_or_else(|| {
+                        Error::corrupt(&object, 0, format!("data block {db} overflows"))
+                    })?;
+                self.read(data, at, &mut buf[..k], depth + 1)?;
+            }
+            None => buf[..k].fill(0),
+        }
+        Ok(n)
     }
 
     fn read_place(&self, place: Place, off: u64, buf: &mut [u8], depth: usize) -> Result<()> {

@@ -48,6 +48,28 @@ impl Resolver<'_> {
         for (si, seg) in map.lvs[lv].segments.iter().enumerate() {
             let r = match &seg.mapping {
                 Mapping::Zero => Ok(()),
+                Mapping::Pool { meta, data } => [*meta, *data]
+                    .into_iter()
+                    .try_for_each(|sub| self.check(sub, depth + 1)),
+                Mapping::Thin { pool, .. } => {
+                    let pool = *pool;
+                    let is_pool = map.lvs[pool]
+                        .segments
+                        .iter()
+                        .all(|s| matches!(s.mapping, Mapping::Pool { .. }));
+                    if is_pool && !map.lvs[pool].segments.is_empty() {
+                        self.check(pool, depth + 1)
+                    } else {
+                        Err(Arc::new(Error::corrupt(
+                            object(),
+                            seg.start,
+                            format!(
+                                "thin volume's pool {} is not a thin pool",
+                                map.lvs[pool].name
+                            ),
+                        )))
+                    }
+                }
                 Mapping::Striped { areas, .. } => areas
                     .iter()
                     .try_for_each(|p| self.check_place(lv, *p, seg, depth)),
