@@ -236,3 +236,10 @@ fn corrupt_lvm_metadata_is_an_error_with_offset_and_the_rest_is_listed() {
         panic!("{d}");
     }
 }
+
+#[test]
+fn thin_pool_with_two_thin_lvs_lists_both() {
+    let f = built(lvm::thin_pool());
+    assert_listing(&f, &strs(&f.disks));
+    assert_listing(&f, &[f.file("disk.qcow2").display().to_string()]);
+}
