@@ -624,8 +624,8 @@ pub fn thin_pool() -> anyhow::Result<LvmFixture> {
         // The thin LVs' filesystems, their blocks placed in the pool's data LV.
         let data = dir.join("tdata.img");
         images::sparse_file(&data, 64 * MIB)?;
-        let mut xml = format!(
-            "<superblock uuid=\"\" time=\"0\" transaction=\"2\" flags=\"0\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"1024\">\n"
+        let mut xml = String::from(
+            "<superblock uuid=\"\" time=\"0\" transaction=\"2\" flags=\"0\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"1024\">\n",
         );
         let mut records = Vec::new();
         use std::os::unix::fs::FileExt;
