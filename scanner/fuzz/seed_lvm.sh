@@ -26,3 +26,19 @@ truncate -s 16M "$tmp/luks.img"
 printf 'k' > "$tmp/key"
 cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$tmp/key" "$tmp/luks.img"
 head -c 32768 "$tmp/luks.img" > "$here/corpus/volume_probe/luks2-head.bin"
+# The thin_btree corpus: pool metadata written by thin_restore (device 1, virtual block 0 first).
+mkdir -p "$here/corpus/thin_btree"
+cat > "$tmp/thin.xml" <<'XML'
+<superblock uuid="" time="1" transaction="2" flags="0" version="2" data_block_size="128" nr_data_blocks="4096">
+  <device dev_id="1" mapped_blocks="3" transaction="0" creation_time="0" snap_time="1">
+    <range_mapping origin_begin="0" data_begin="10" length="300" time="0"/>
+    <single_mapping origin_block="700" data_block="3" time="1"/>
+  </device>
+  <device dev_id="2" mapped_blocks="1" transaction="1" creation_time="1" snap_time="1">
+    <single_mapping origin_block="0" data_block="4000" time="1"/>
+  </device>
+</superblock>
+XML
+truncate -s 4M "$tmp/thin.bin"
+thin_restore -i "$tmp/thin.xml" -o "$tmp/thin.bin"
+{ printf '\001\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'; head -c 65536 "$tmp/thin.bin"; } > "$here/corpus/thin_btree/restored.bin"

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod md;
 pub mod ntfs;
 pub mod testdb;
+pub mod thin;
 pub mod tools;
 pub mod tree;
 pub mod trees;

@@ -239,7 +239,7 @@ fn corrupt_lvm_metadata_is_an_error_with_offset_and_the_rest_is_listed() {
 
 #[test]
 fn thin_pool_with_two_thin_lvs_lists_both() {
-    let f = built(lvm::thin_pool());
+    let f = built(coldscan_tests::thin::thin_pool());
     assert_listing(&f, &strs(&f.disks));
     assert_listing(&f, &[f.file("disk.qcow2").display().to_string()]);
 }
