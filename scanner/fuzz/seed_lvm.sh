@@ -8,8 +8,13 @@ tmp=$(mktemp -d)
 c="$here/corpus/lvm_metadata"
 mkdir -p "$c"
 truncate -s 64M "$tmp/a.img" "$tmp/b.img"
-a=$(losetup -f --show "$tmp/a.img")
-b=$(losetup -f --show "$tmp/b.img")
+# Without loop devices (not root, a container without them) the corpora keep their other seeds.
+if ! a=$(losetup -f --show "$tmp/a.img" 2>/dev/null); then
+  echo "seed_lvm.sh: no loop devices: LVM seeds skipped" >&2; rm -rf "$tmp"; exit 0
+fi
+if ! b=$(losetup -f --show "$tmp/b.img" 2>/dev/null); then
+  losetup -d "$a"; echo "seed_lvm.sh: no loop devices: LVM seeds skipped" >&2; rm -rf "$tmp"; exit 0
+fi
 trap 'losetup -d "$a" "$b"; rm -rf "$tmp"' EXIT
 conf="global{activation=0} devices{filter=[\"a|^$a\$|\",\"a|^$b\$|\",\"r|.*|\"] obtain_device_list_from_udev=0} backup{backup=0 archive=0}"
 export LVM_SUPPRESS_FD_WARNINGS=1
