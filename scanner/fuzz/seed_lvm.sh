@@ -1,7 +1,8 @@
 #!/bin/sh
-# Seeds the `lvm_metadata` and `volume_probe` fuzz corpora with metadata texts written by the real LVM tools (linear,
-# striped, several PVs) on loop devices with activation off (generated, never committed; needs
-# root for losetup). Usage: scanner/fuzz/seed_lvm.sh.
+# Seeds the `lvm_metadata`, `volume_probe` and `thin_btree` fuzz corpora: metadata written by
+# the real LVM tools (linear, striped, spanning LVs) on loop devices with activation off, a LUKS2
+# header, and thin pool metadata from thin_restore (generated, never committed; needs root for
+# losetup). Usage: scanner/fuzz/seed_lvm.sh.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
