@@ -27,6 +27,9 @@ fn report_problem(what: &str, err: &dyn std::fmt::Display) {
 struct LsRecord<'a> {
     disk: &'a str,
     partition: u32,
+    /// `vg/lv` for a logical volume; absent for partitions (the contract before LVM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<&'a str>,
     fs: &'a str,
     path: &'a str,
     stream: Option<&'a str>,
@@ -80,6 +83,10 @@ const LS_KNOWN_HASHES: usize = 1 << 20;
 struct VolumeListing<'a> {
     target: &'a str,
     index: u32,
+    /// The logical volume (`vg/lv`), if the volume is one.
+    volume: Option<&'a str>,
+    /// `3` or `3 vg/lv`: the volume in messages and text output.
+    label: &'a str,
     fs_name: &'a str,
     fsys: &'a SharedFilesystem,
     args: &'a LsArgs,
@@ -138,7 +145,7 @@ impl VolumeListing<'_> {
             Some(Err(msg)) if e.kind == EntryKind::File => {
                 *self.errors += 1;
                 report_problem(
-                    &format!("{} partition {}: {}", self.target, self.index, e.path),
+                    &format!("{} partition {}: {}", self.target, self.label, e.path),
                     msg,
                 );
                 None
@@ -150,6 +157,7 @@ impl VolumeListing<'_> {
                 let rec = LsRecord {
                     disk: self.target,
                     partition: self.index,
+                    volume: self.volume,
                     fs: self.fs_name,
                     path: &e.path,
                     stream: e.stream.as_deref(),
@@ -169,7 +177,7 @@ impl VolumeListing<'_> {
                 writeln!(
                     self.out,
                     "{}\t{}\t{:<7}\t{:>12}\t{hash_col}{}",
-                    self.index,
+                    self.label,
                     self.fs_name,
                     e.kind.as_str(),
                     e.size,
@@ -180,11 +188,19 @@ impl VolumeListing<'_> {
     }
 }
 
+/// `3`, or `3 vg/lv` for a logical volume: how a volume is named in messages and text output.
+fn volume_label(v: &Volume) -> String {
+    match &v.name {
+        Some(n) => format!("{} {n}", v.partition.index),
+        None => v.partition.index.to_string(),
+    }
+}
+
 fn problem_volume(target: &DiskTarget, v: &Volume, errors: &mut u64) {
     if let Some(e) = v.problem() {
         *errors += 1;
         report_problem(
-            &format!("{} partition {}", target.name, v.partition.index),
+            &format!("{} partition {}", target.name, volume_label(v)),
             &e,
         );
     }
@@ -202,8 +218,9 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut errors = 0u64;
     let opts = args.disk.open_options();
-    for target_name in &args.targets {
-        let target = match inventory::open_disk(target_name, &opts) {
+    let opened = inventory::open_disks(&args.targets, &opts);
+    for (target_name, target) in args.targets.iter().zip(opened) {
+        let target = match target {
             Ok(t) => t,
             Err(e) => {
                 errors += 1;
@@ -219,10 +236,13 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
             problem_volume(&target, v, &mut errors);
             let Ok(fsys) = &v.filesystem else { continue };
             let index = v.partition.index;
+            let label = volume_label(v);
             let fs_name = fsys.kind().as_str();
             let mut listing = VolumeListing {
                 target: target_name,
                 index,
+                volume: v.name.as_deref(),
+                label: &label,
                 fs_name,
                 fsys,
                 args,
@@ -236,7 +256,7 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
                 WalkEvent::Entry(e) => listing.entry(e),
                 WalkEvent::Error { path, error } => {
                     *listing.errors += 1;
-                    report_problem(&format!("{target_name} partition {index}: {path}"), &error);
+                    report_problem(&format!("{target_name} partition {label}: {path}"), &error);
                 }
             });
             listing.flush();
@@ -245,7 +265,7 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
             }
             if let Err(e) = walked {
                 errors += 1;
-                report_problem(&format!("{target_name} partition {index}"), &e);
+                report_problem(&format!("{target_name} partition {label}"), &e);
             }
         }
     }
@@ -271,6 +291,11 @@ struct InfoRecord {
 #[derive(Debug, Serialize)]
 struct InfoPartition {
     index: u32,
+    /// `vg/lv` for a logical volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<String>,
+    /// What the volume layer recognised, outermost first (kind, UUID, label).
+    content: Vec<InfoContent>,
     start: u64,
     size: u64,
     #[serde(rename = "type")]
@@ -282,6 +307,14 @@ struct InfoPartition {
     fs_label: Option<String>,
     status: String,
     notes: Vec<String>,
+}
+
+/// One recognised volume-layer structure in `info`.
+#[derive(Debug, Serialize)]
+struct InfoContent {
+    kind: String,
+    uuid: Option<String>,
+    label: Option<String>,
 }
 
 fn info_record(t: &DiskTarget) -> InfoRecord {
@@ -300,6 +333,16 @@ fn info_record(t: &DiskTarget) -> InfoRecord {
             .iter()
             .map(|v| InfoPartition {
                 index: v.partition.index,
+                volume: v.name.clone(),
+                content: v
+                    .content
+                    .iter()
+                    .map(|c| InfoContent {
+                        kind: c.kind(),
+                        uuid: c.uuid(),
+                        label: c.label(),
+                    })
+                    .collect(),
                 start: v.partition.start,
                 size: v.partition.size,
                 type_id: v.partition.type_id.clone(),
@@ -309,7 +352,12 @@ fn info_record(t: &DiskTarget) -> InfoRecord {
                 fs: v.fs_kind.map(|k| k.as_str().to_string()),
                 fs_label: v.filesystem.as_ref().ok().and_then(|f| f.label()),
                 status: v.status(),
-                notes: v.filesystem.as_ref().map(|f| f.notes()).unwrap_or_default(),
+                notes: v
+                    .notes
+                    .iter()
+                    .cloned()
+                    .chain(v.filesystem.as_ref().map(|f| f.notes()).unwrap_or_default())
+                    .collect(),
             })
             .collect(),
     }
@@ -320,8 +368,9 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<u8> {
     let mut errors = 0u64;
     let opts = args.disk.open_options();
     let mut records = Vec::new();
-    for name in &args.targets {
-        match inventory::open_disk(name, &opts) {
+    let opened = inventory::open_disks(&args.targets, &opts);
+    for (name, t) in args.targets.iter().zip(opened) {
+        match t {
             Ok(t) => {
                 errors += t.table.problems.len() as u64;
                 for v in &t.volumes {
@@ -384,10 +433,28 @@ fn print_info_text(out: &mut dyn Write, r: &InfoRecord) -> std::io::Result<()> {
         writeln!(out, "  problem:     {p}")?;
     }
     for p in &r.partitions {
+        let content: Vec<String> = p
+            .content
+            .iter()
+            .map(|c| {
+                let mut s = c.kind.clone();
+                if let Some(u) = &c.uuid {
+                    s.push_str(&format!(" uuid {u}"));
+                }
+                if let Some(l) = &c.label {
+                    s.push_str(&format!(" label {l:?}"));
+                }
+                s
+            })
+            .collect();
         writeln!(
             out,
-            "  [{}] start {} size {} ({}) type {}{}{} fs {}{} status {}",
+            "  [{}{}] start {} size {} ({}) type {}{}{}{} fs {}{} status {}",
             p.index,
+            p.volume
+                .as_ref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
             p.start,
             p.size,
             human_size(p.size),
@@ -400,6 +467,11 @@ fn print_info_text(out: &mut dyn Write, r: &InfoRecord) -> std::io::Result<()> {
                 .as_ref()
                 .map(|l| format!(" name {l:?}"))
                 .unwrap_or_default(),
+            if content.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", content.join(" / "))
+            },
             p.fs.as_deref().unwrap_or("-"),
             p.fs_label
                 .as_ref()
@@ -549,7 +621,7 @@ pub fn cat(args: &CatArgs) -> anyhow::Result<u8> {
             let volume = target
                 .volumes
                 .iter()
-                .find(|v| v.partition.index == *index)
+                .find(|v| v.partition.index == *index && v.name.is_none())
                 .with_context(|| format!("{}: no partition {index}", args.target))?;
             let fsys = volume
                 .filesystem

@@ -85,8 +85,11 @@ impl ScanObserver for Printer {
 
     fn detection(&self, d: &Detection) {
         self.line(&format!(
-            "{} partition {}: {}: {} FOUND",
-            d.target, d.partition, d.path, d.signature
+            "{} {}: {}: {} FOUND",
+            d.target,
+            volume_words(d.partition, d.volume.as_deref()),
+            d.path,
+            d.signature
         ));
     }
 
@@ -112,16 +115,30 @@ fn open_cache(
     }
 }
 
+/// `partition 2`, or `partition 2 vg/lv` for a logical volume.
+fn volume_words(partition: u32, volume: Option<&str>) -> String {
+    match volume {
+        Some(v) => format!("partition {partition} {v}"),
+        None => format!("partition {partition}"),
+    }
+}
+
 /// One human line for a `not_scanned` entry.
 fn not_scanned_line(n: &NotScanned) -> String {
     match (n.partition, &n.path) {
         (Some(p), Some(path)) => format!(
-            "{} partition {p}: {path}: NOT SCANNED ({}): {}",
-            n.target, n.reason, n.detail
+            "{} {}: {path}: NOT SCANNED ({}): {}",
+            n.target,
+            volume_words(p, n.volume.as_deref()),
+            n.reason,
+            n.detail
         ),
         (Some(p), None) => format!(
-            "{} partition {p}: NOT SCANNED ({}): {}",
-            n.target, n.reason, n.detail
+            "{} {}: NOT SCANNED ({}): {}",
+            n.target,
+            volume_words(p, n.volume.as_deref()),
+            n.reason,
+            n.detail
         ),
         (None, _) => format!("{}: NOT SCANNED ({}): {}", n.target, n.reason, n.detail),
     }
@@ -312,6 +329,7 @@ mod tests {
         NotScanned {
             target: "t".into(),
             partition: Some(1),
+            volume: None,
             path: path.map(String::from),
             reason: Reason::TooLarge,
             detail: "d".into(),
@@ -330,6 +348,7 @@ mod tests {
         r.detections.push(Detection {
             target: "t".into(),
             partition: 1,
+            volume: None,
             path: "/x".into(),
             stream: None,
             size: 1,

@@ -22,5 +22,6 @@ pub mod partition;
 pub mod report;
 #[cfg(feature = "engine")]
 pub mod scan;
+pub mod volume;
 
 pub use error::{Error, Reason, Result};

@@ -61,6 +61,10 @@ pub struct TargetReport {
 pub struct PartitionReport {
     /// 1-based partition index, 0 for a whole-disk volume.
     pub index: u32,
+    /// The logical volume (`vg/lv`) when the volume is one; absent for partitions. `partition`
+    /// is then the partition holding the LV's first extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// `gpt`, `mbr` or `none`.
     pub scheme: String,
     /// Partition type (GPT type GUID or MBR type byte as `0x83`).
@@ -98,6 +102,10 @@ pub struct Detection {
     pub target: String,
     /// Partition index (0 for whole-disk volumes and directories).
     pub partition: u32,
+    /// The logical volume (`vg/lv`) when the volume is one; absent for partitions. `partition`
+    /// is then the partition holding the LV's first extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// Absolute path inside the volume (or the host path for directory targets).
     pub path: String,
     /// NTFS stream name, if any.
@@ -120,6 +128,10 @@ pub struct NotScanned {
     pub target: String,
     /// Partition index, or null when the whole target could not be opened.
     pub partition: Option<u32>,
+    /// The logical volume (`vg/lv`) when the volume is one; absent for partitions. `partition`
+    /// is then the partition holding the LV's first extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// Path inside the volume, or null for a whole volume/target.
     pub path: Option<String>,
     /// Fixed reason.

@@ -408,6 +408,7 @@ mod tests {
                 target: 0,
                 target_name: Arc::from("disk.img"),
                 partition: 2,
+                volume: None,
             };
             walker.volume(&origin, &fsys);
         })

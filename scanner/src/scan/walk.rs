@@ -44,6 +44,13 @@ impl<'a> Walker<'a> {
 
     /// Walks every target; returns their reports in order.
     pub(super) fn run(mut self, targets: &[String]) -> Vec<TargetReport> {
+        // Disks are opened together so that volume groups spanning several are assembled.
+        let disks: Vec<String> = targets
+            .iter()
+            .filter(|t| !inventory::is_directory(t))
+            .cloned()
+            .collect();
+        let mut opened = inventory::open_disks(&disks, self.open).into_iter();
         targets
             .iter()
             .enumerate()
@@ -52,11 +59,18 @@ impl<'a> Walker<'a> {
                     target: i,
                     target_name: Arc::from(t.as_str()),
                     partition: 0,
+                    volume: None,
                 };
                 if inventory::is_directory(t) {
                     self.directory(origin)
                 } else {
-                    self.disk(origin)
+                    let disk = opened.next().unwrap_or_else(|| {
+                        Err(Error::NotFound {
+                            object: t.clone(),
+                            detail: "not opened".into(),
+                        })
+                    });
+                    self.disk(origin, disk)
                 }
             })
             .collect()
@@ -68,6 +82,7 @@ impl<'a> Walker<'a> {
             NotScanned {
                 target: origin.target_name.to_string(),
                 partition,
+                volume: partition.and(origin.volume.as_deref().map(str::to_string)),
                 path,
                 reason: e.reason(),
                 detail: e.to_string(),
@@ -83,6 +98,7 @@ impl<'a> Walker<'a> {
                 NotScanned {
                     target: origin.target_name.to_string(),
                     partition: Some(origin.partition),
+                    volume: origin.volume.as_deref().map(str::to_string),
                     path: Some(entry.path.clone()),
                     reason: u.reason,
                     detail: format!("{}: {}", entry.path, u.detail),
@@ -139,9 +155,9 @@ impl<'a> Walker<'a> {
     }
 
     /// A disk image, device or NBD export through the inventory, or a plain file.
-    fn disk(&mut self, origin: Origin) -> TargetReport {
+    fn disk(&mut self, origin: Origin, opened: crate::Result<DiskTarget>) -> TargetReport {
         let target = origin.target_name.to_string();
-        let opened = match inventory::open_disk(&target, self.open) {
+        let opened = match opened {
             Ok(t) => t,
             Err(e) => {
                 self.note(&origin, None, None, &e);
@@ -167,11 +183,12 @@ impl<'a> Walker<'a> {
                 .iter()
                 .map(|v| PartitionReport {
                     index: v.partition.index,
+                    volume: v.name.clone(),
                     scheme: opened.table.scheme.as_str().to_string(),
                     type_id: v.partition.type_id.clone(),
                     start: v.partition.start,
                     size: v.partition.size,
-                    fs: v.fs_kind.map(|k| k.as_str().to_string()),
+                    fs: v.kind(),
                     status: v.status(),
                 })
                 .collect(),
@@ -180,15 +197,15 @@ impl<'a> Walker<'a> {
             self.note(&origin, None, None, p);
         }
         for v in &opened.volumes {
-            let index = v.partition.index;
-            if let Some(e) = v.problem() {
-                self.note(&origin, Some(index), None, &e);
-            }
-            let Ok(fsys) = &v.filesystem else { continue };
             let origin = Origin {
-                partition: index,
+                partition: v.partition.index,
+                volume: v.name.as_deref().map(Arc::from),
                 ..origin.clone()
             };
+            if let Some(e) = v.problem() {
+                self.note(&origin, Some(origin.partition), None, &e);
+            }
+            let Ok(fsys) = &v.filesystem else { continue };
             self.volume(&origin, fsys);
         }
         report

@@ -53,8 +53,11 @@ pub(super) struct Origin {
     pub target: usize,
     /// Target as given.
     pub target_name: Arc<str>,
-    /// Partition index (0 for whole disks, directories and files).
+    /// Partition index (0 for whole disks, directories and files); for a logical volume, the
+    /// partition holding its first extent.
     pub partition: u32,
+    /// The logical volume (`vg/lv`) when the volume is one.
+    pub volume: Option<Arc<str>>,
 }
 
 /// One content to scan.
@@ -320,6 +323,7 @@ pub(super) fn report(
     let note = |reason, detail| NotScanned {
         target: target.clone(),
         partition: Some(work.partition),
+        volume: work.volume.as_deref().map(str::to_string),
         path: Some(name.path.clone()),
         reason,
         detail,
@@ -347,6 +351,7 @@ pub(super) fn report(
                     Detection {
                         target: target.clone(),
                         partition: work.partition,
+                        volume: work.volume.as_deref().map(str::to_string),
                         path: name.path.clone(),
                         stream: name.stream.clone(),
                         size: name.size,
