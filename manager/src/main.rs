@@ -79,6 +79,7 @@ async fn serve<S: Store>(store: S, args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         default_lease: args.lease.clamp(1, MAX_LEASE_SECS),
         max_lease: MAX_LEASE_SECS,
+        body_limit: args.body_limit,
     };
     let app = api::router(state.clone(), args.body_limit).merge(web::router(state));
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -2,14 +2,13 @@
 //! (appliance) hands the oldest open job out under a lease, `POST /api/v1/jobs/{id}/complete`
 //! ends it. A job whose lease ran out (its appliance died) is handed out again.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{authenticate, json_body, ApiError, ApiResult, AppState, DEFAULT_PAGE, MAX_PAGE};
+use super::{authenticate, json_body, ApiError, ApiResult, AppState, Body, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{Completion, JobOutcome, Role, Store};
 
 #[derive(Deserialize)]
@@ -22,7 +21,7 @@ struct NewJob {
 pub async fn enqueue<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     authenticate(&state.store, &headers, Role::Admin).await?;
     let job: NewJob = json_body(&body)?;
@@ -45,7 +44,7 @@ struct ClaimBody {
 pub async fn claim<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let who = authenticate(&state.store, &headers, Role::Appliance).await?;
     let claim: ClaimBody = if body.is_empty() {
@@ -81,7 +80,7 @@ pub async fn complete<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let who = authenticate(&state.store, &headers, Role::Appliance).await?;
     let done: CompleteBody = json_body(&body)?;

@@ -2,13 +2,12 @@
 //! targets, appliances, webhook deliveries. Listings are newest first and paginated: pass the
 //! answer's `next` as `?after=` for the following page (`next` is null on the last page).
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{authenticate, json_body, ApiError, ApiResult, AppState, DEFAULT_PAGE, MAX_PAGE};
+use super::{authenticate, json_body, ApiError, ApiResult, AppState, Body, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{Filter, HeartbeatRow, Role, Store};
 
 /// Seconds without a heartbeat after which an appliance is shown as `stale`.
@@ -68,7 +67,7 @@ struct HeartbeatBody {
 pub async fn heartbeat<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let who = authenticate(&state.store, &headers, Role::Appliance).await?;
     let hb: HeartbeatBody = json_body(&body)?;

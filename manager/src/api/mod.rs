@@ -9,7 +9,8 @@ mod jobs;
 mod listings;
 mod reports;
 
-use axum::extract::DefaultBodyLimit;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,6 +35,8 @@ pub struct AppState<S> {
     pub default_lease: i64,
     /// Longest lease a claim may ask for (seconds).
     pub max_lease: i64,
+    /// Largest request body (bytes): larger ones get 413.
+    pub body_limit: usize,
 }
 
 /// An API error: status and message.
@@ -93,6 +96,32 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such resource".into())
+}
+
+/// A request body of at most [`AppState::body_limit`] bytes. Unlike axum's own `Bytes`
+/// extractor, a refusal is a JSON error like every other: 413 naming the limit, or 400.
+#[derive(Debug)]
+pub struct Body(pub Bytes);
+
+impl<S: Store> FromRequest<AppState<S>> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState<S>) -> Result<Body, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is over the limit of {} bytes (serve --body-limit)",
+                    state.body_limit
+                ),
+            )),
+            Err(e) => Err(ApiError(
+                e.status(),
+                format!("reading the request body: {}", e.body_text()),
+            )),
+        }
+    }
 }
 
 /// Parses a JSON body, mapping every failure to 400 (or 413) with a clear message.

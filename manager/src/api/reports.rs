@@ -1,11 +1,10 @@
 //! `POST /api/v1/reports`: store a scan report once per `Idempotency-Key`.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
-use super::{authenticate, ApiError, ApiResult, AppState};
+use super::{authenticate, ApiError, ApiResult, AppState, Body};
 use crate::report::Report;
 use crate::store::{NewReport, Role, Store};
 
@@ -16,7 +15,7 @@ pub const MAX_KEY_BYTES: usize = 200;
 pub async fn post_report<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let who = authenticate(&state.store, &headers, Role::Appliance).await?;
     let key = headers
