@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod scenarios;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
