@@ -98,13 +98,18 @@ pub enum TokenCommand {
 /// `webhook` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
-    /// Add a webhook called on every report with detections.
+    /// Add a hook called on every report with detections: a URL to POST to, or a local
+    /// command (`--command`) that gets the same JSON payload on its standard input.
     Add {
-        /// URL to POST to.
-        url: String,
-        /// File holding the HMAC secret (first line).
-        #[arg(long)]
-        secret_file: PathBuf,
+        /// URL to POST to (`http://` or `https://`).
+        #[arg(required_unless_present = "command", conflicts_with = "command")]
+        url: Option<String>,
+        /// Program to run instead (no arguments; payload on stdin; exit 0 means done).
+        #[arg(long, value_name = "PROGRAM")]
+        command: Option<PathBuf>,
+        /// File holding the HMAC secret (first line); required for URLs.
+        #[arg(long, required_unless_present = "command")]
+        secret_file: Option<PathBuf>,
     },
     /// List webhooks.
     List,
@@ -219,20 +224,45 @@ pub async fn run<S: Store>(store: S, command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Webhook(WebhookCommand::Add { url, secret_file }) => {
-            anyhow::ensure!(
-                url.starts_with("http://") || url.starts_with("https://"),
-                "webhook URLs start with http:// or https://"
-            );
-            let text = std::fs::read_to_string(&secret_file)
-                .with_context(|| format!("reading {}", secret_file.display()))?;
-            let secret = text.lines().next().unwrap_or("").trim();
-            anyhow::ensure!(
-                !secret.is_empty(),
-                "{}: no secret on its first line",
-                secret_file.display()
-            );
-            let id = store.add_webhook(&url, secret, now).await?;
+        Command::Webhook(WebhookCommand::Add {
+            url,
+            command,
+            secret_file,
+        }) => {
+            let target = match (url, command) {
+                (Some(url), None) => {
+                    anyhow::ensure!(
+                        url.starts_with("http://") || url.starts_with("https://"),
+                        "webhook URLs start with http:// or https://"
+                    );
+                    url
+                }
+                (None, Some(program)) => {
+                    anyhow::ensure!(
+                        program.is_absolute(),
+                        "give the command as an absolute path: {}",
+                        program.display()
+                    );
+                    let text = program.to_str().context("the command path is not UTF-8")?;
+                    format!("{}{text}", crate::webhook::COMMAND_PREFIX)
+                }
+                _ => anyhow::bail!("give a URL or --command, not both"),
+            };
+            let secret = match secret_file {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let secret = text.lines().next().unwrap_or("").trim().to_string();
+                    anyhow::ensure!(
+                        !secret.is_empty(),
+                        "{}: no secret on its first line",
+                        file.display()
+                    );
+                    secret
+                }
+                None => String::new(),
+            };
+            let id = store.add_webhook(&target, &secret, now).await?;
             println!("{id}");
         }
         Command::Webhook(WebhookCommand::List) => {

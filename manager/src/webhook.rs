@@ -1,4 +1,4 @@
-//! Actions on detection: webhooks.
+//! Actions on detection: webhooks and local commands.
 //!
 //! When a new report holds detections, the manager writes one delivery per (webhook, target
 //! with detections) in the same transaction that stores the report (an outbox: nothing is lost
@@ -14,6 +14,13 @@
 //! retried with exponential backoff (`base * 2^attempt`, at most [`MAX_BACKOFF_SECS`]) up to
 //! [`MAX_ATTEMPTS`] attempts. Every attempt is logged in the delivery log (`GET
 //! /api/v1/deliveries`, the web page).
+//!
+//! A hook may also be a local command (`webhook add --command PROGRAM`, stored as
+//! `command:PROGRAM`): the program runs without arguments, with the same JSON payload on its
+//! standard input and `COLDSCAN_SIGNATURE` (the same HMAC, if the hook has a secret) and
+//! `COLDSCAN_DELIVERY` (the delivery id, the same on every retry) in its environment; exit
+//! status 0 is success, anything else (or running over [`COMMAND_TIMEOUT`]) is retried like an
+//! HTTP failure.
 
 use std::time::Duration;
 
@@ -21,7 +28,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::report::Report;
-use crate::store::{DeliveryAttempt, Store};
+use crate::store::{DeliveryAttempt, DueDelivery, Store};
 
 /// Signature header.
 pub const SIGNATURE_HEADER: &str = "X-Coldscan-Signature";
@@ -37,6 +44,15 @@ const ATTEMPT_LEASE_SECS: i64 = 120;
 
 /// Time limit of one POST.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time limit of one run of a hook command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a local-command hook is stored in place of a URL.
+pub const COMMAND_PREFIX: &str = "command:";
+
+/// Most bytes of a failed command's stderr kept in the delivery log.
+const MAX_ERROR_BYTES: usize = 500;
 
 /// The payloads for a new report: one per target with detections.
 pub fn payloads(scan: i64, appliance: &str, report: &Report) -> Vec<(String, String)> {
@@ -111,24 +127,10 @@ pub async fn worker<S: Store>(store: S, base_ms: u64, poll: Duration) {
         let now = crate::time::now();
         match store.claim_delivery(now, now + ATTEMPT_LEASE_SECS).await {
             Ok(Some(due)) => {
-                let agent = agent.clone();
                 let sig = signature(&due.secret, due.payload.as_bytes());
-                let url = due.url.clone();
-                let body = due.payload.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    agent
-                        .post(&url)
-                        .header("Content-Type", "application/json")
-                        .header(SIGNATURE_HEADER, &sig)
-                        .send(body.as_bytes())
-                        .map(|r| r.status().as_u16())
-                })
-                .await;
-                let (status, error) = match result {
-                    Ok(Ok(s)) if (200..300).contains(&s) => (Some(i64::from(s)), None),
-                    Ok(Ok(s)) => (Some(i64::from(s)), Some(format!("HTTP {s}"))),
-                    Ok(Err(e)) => (None, Some(e.to_string())),
-                    Err(e) => (None, Some(e.to_string())),
+                let (status, error) = match due.url.strip_prefix(COMMAND_PREFIX) {
+                    Some(program) => run_command(program, &due, &sig).await,
+                    None => post(&agent, &due, sig).await,
                 };
                 let delivered = error.is_none();
                 let attempts = due.attempts + 1;
@@ -151,6 +153,86 @@ pub async fn worker<S: Store>(store: S, base_ms: u64, poll: Duration) {
             Err(e) => eprintln!("coldscan-manager: webhook deliveries: {e}"),
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// One POST of a delivery: the HTTP status and the error, if it failed.
+async fn post(
+    agent: &ureq::Agent,
+    due: &DueDelivery,
+    sig: String,
+) -> (Option<i64>, Option<String>) {
+    let agent = agent.clone();
+    let url = due.url.clone();
+    let body = due.payload.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header(SIGNATURE_HEADER, &sig)
+            .send(body.as_bytes())
+            .map(|r| r.status().as_u16())
+    })
+    .await;
+    match result {
+        Ok(Ok(s)) if (200..300).contains(&s) => (Some(i64::from(s)), None),
+        Ok(Ok(s)) => (Some(i64::from(s)), Some(format!("HTTP {s}"))),
+        Ok(Err(e)) => (None, Some(e.to_string())),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+/// One run of a hook command: its exit code and the error, if it failed.
+async fn run_command(program: &str, due: &DueDelivery, sig: &str) -> (Option<i64>, Option<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.env("COLDSCAN_DELIVERY", due.id.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if !due.secret.is_empty() {
+        cmd.env("COLDSCAN_SIGNATURE", sig);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return (None, Some(format!("running {program}: {e}"))),
+    };
+    let payload = due.payload.clone();
+    let mut stdin = child.stdin.take();
+    let mut stderr = child.stderr.take();
+    let run = async move {
+        if let Some(mut s) = stdin.take() {
+            // A command that does not read its input still gets judged by its exit status.
+            let _ = s.write_all(payload.as_bytes()).await;
+        }
+        let mut err = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.take(64 * 1024).read_to_end(&mut err).await;
+        }
+        (child.wait().await, err)
+    };
+    match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+        Err(_) => (
+            None,
+            Some(format!("{program} ran over {COMMAND_TIMEOUT:?}")),
+        ),
+        Ok((Err(e), _)) => (None, Some(format!("{program}: {e}"))),
+        Ok((Ok(status), _)) if status.success() => (Some(0), None),
+        Ok((Ok(status), err)) => {
+            let mut text = String::from_utf8_lossy(&err).trim().to_string();
+            if text.len() > MAX_ERROR_BYTES {
+                let mut end = MAX_ERROR_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+            (
+                status.code().map(i64::from),
+                Some(format!("{program}: {status}: {text}")),
+            )
+        }
     }
 }
 
