@@ -171,6 +171,13 @@ pub fn call(
                 None => r.send_empty(),
             }
         }
+        "DELETE" => {
+            let mut r = agent.delete(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
         other => panic!("method {other}"),
     };
     let mut response = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
