@@ -345,4 +345,59 @@ pub(crate) mod tests {
         assert!(Report::parse(b"{\"schema_version\":1,").is_err());
         assert!(Report::parse(b"\xff\xfe").is_err());
     }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for depth in [200, 100_000] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            for body in [
+                deep.clone(),
+                format!("{{\"schema_version\":{deep}}}"),
+                format!("{{\"schema_version\":1,\"extra\":{deep}}}"),
+                format!("{{\"schema_version\":1,\"detections\":{deep}}}"),
+            ] {
+                assert!(Report::parse(body.as_bytes()).is_err(), "depth {depth}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_arrays_of_the_wrong_type_are_refused() {
+        let mut v = sample();
+        v["detections"] = serde_json::json!(vec![0; 1_000_000]);
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.starts_with("malformed report"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any bytes: an error or a report, never a panic.
+        #[test]
+        fn any_bytes(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let _ = Report::parse(&body);
+        }
+
+        /// A valid report cut short anywhere is refused.
+        #[test]
+        fn truncated(cut in 0usize..1000) {
+            let body = serde_json::to_vec(&sample()).unwrap();
+            let cut = cut % body.len();
+            proptest::prop_assert!(Report::parse(&body[..cut]).is_err());
+        }
+
+        /// A valid report with bytes overwritten (invalid UTF-8 included): never a panic, and
+        /// whatever is accepted still passes the checks.
+        #[test]
+        fn mutated(edits in proptest::collection::vec((0usize..2000, proptest::prelude::any::<u8>()), 1..8)) {
+            let mut body = serde_json::to_vec(&sample()).unwrap();
+            let len = body.len();
+            for (at, byte) in edits {
+                body[at % len] = byte;
+            }
+            if let Ok(r) = Report::parse(&body) {
+                proptest::prop_assert!(r.check().is_ok());
+            }
+        }
+    }
 }
