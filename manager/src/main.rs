@@ -1,5 +1,5 @@
 //! `coldscan-manager`: the central manager. Appliances (and `coldscan scan --manager`) post
-//! reports and heartbeats and claim scan jobs over the HTTP API (`docs/openapi.yaml`); admins use
+//! reports and heartbeats and claim scan jobs over the HTTP API (`docs/openapi.json`); admins use
 //! the API, the web page at `/` and this CLI; webhooks are called on detection.
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! The client side of the coldscan manager's HTTP API (`docs/openapi.yaml`, README "Manager"),
+//! The client side of the coldscan manager's HTTP API (`docs/openapi.json`, README "Manager"),
 //! shared by the host CLI (`coldscan scan --manager URL --token-file FILE`) and the appliance's
 //! runtime, so that both post reports exactly alike.
 //!

@@ -123,7 +123,7 @@ pub async fn list<S: Store>(
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let rows = state.store.list_jobs(page.after, limit).await?;
     let next = (i64::try_from(rows.len()).unwrap_or(0) >= limit)
-        .then(|| rows.last().map(|r| r.id))
+        .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
     Ok(Json(serde_json::json!({ "jobs": rows, "next": next })))
 }

@@ -1,4 +1,4 @@
-//! The HTTP API under `/api/v1` (`docs/openapi.yaml`) and `GET /healthz`.
+//! The HTTP API under `/api/v1` (`docs/openapi.json`) and `GET /healthz`.
 //!
 //! Every call but `/healthz` needs `Authorization: Bearer TOKEN`: missing, unknown or revoked
 //! tokens get 401, a token of the wrong role 403, and nothing is stored in either case. Errors
