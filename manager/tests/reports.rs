@@ -390,6 +390,9 @@ fn bad_bodies_are_refused_with_clear_errors() {
         a.json
     );
     assert_eq!(a.content_type.as_deref(), Some("application/json"));
+    // Without a valid token the body is not even read: 401, not 413.
+    let a = post_report(&m, None, "big", big.to_string().as_bytes());
+    assert_eq!(a.status, 401, "{}", a.json);
     assert!(list_all(&m, "/api/v1/scans", "scans", &admin).is_empty());
 }
 

@@ -12,6 +12,11 @@ pub async fn authenticate<S: Store>(
     headers: &HeaderMap,
     role: Role,
 ) -> ApiResult<TokenIdentity> {
+    require(identify(store, headers).await?, role)
+}
+
+/// The identity of a valid token of any role (401 otherwise).
+pub async fn identify<S: Store>(store: &S, headers: &HeaderMap) -> ApiResult<TokenIdentity> {
     let unauthorized = |msg: &str| ApiError(StatusCode::UNAUTHORIZED, msg.to_string());
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -23,10 +28,14 @@ pub async fn authenticate<S: Store>(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("Authorization must be: Bearer TOKEN"))?;
-    let identity = store
+    store
         .token_by_hash(&crate::tokens::hash(token))
         .await?
-        .ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        .ok_or_else(|| unauthorized("unknown or revoked token"))
+}
+
+/// `identity` if it has `role`, else 403.
+pub fn require(identity: TokenIdentity, role: Role) -> ApiResult<TokenIdentity> {
     if identity.role != role {
         return Err(ApiError(
             StatusCode::FORBIDDEN,

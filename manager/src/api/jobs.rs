@@ -20,10 +20,9 @@ struct NewJob {
 /// `POST /api/v1/jobs` -> 201 `{"id"}`.
 pub async fn enqueue<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    authenticate(&state.store, &headers, Role::Admin).await?;
+    let (_, body) = body.require(Role::Admin)?;
     let job: NewJob = json_body(&body)?;
     if job.target.is_empty() || job.target.len() > 4096 {
         return Err(ApiError::bad_request("target must be 1 to 4096 bytes"));
@@ -41,12 +40,8 @@ struct ClaimBody {
 }
 
 /// `POST /api/v1/jobs/claim` -> 200 `{"id","target","lease_expires"}` or 204.
-pub async fn claim<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> ApiResult<Response> {
-    let who = authenticate(&state.store, &headers, Role::Appliance).await?;
+pub async fn claim<S: Store>(State(state): State<AppState<S>>, body: Body) -> ApiResult<Response> {
+    let (who, body) = body.require(Role::Appliance)?;
     let claim: ClaimBody = if body.is_empty() {
         ClaimBody::default()
     } else {
@@ -78,11 +73,10 @@ struct CompleteBody {
 /// for an unknown job, 409 for a job this appliance does not hold.
 pub async fn complete<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<StatusCode> {
-    let who = authenticate(&state.store, &headers, Role::Appliance).await?;
+    let (who, body) = body.require(Role::Appliance)?;
     let done: CompleteBody = json_body(&body)?;
     let outcome = match (done.report, done.error) {
         (Some(r), None) => JobOutcome::Report(r),

@@ -66,10 +66,9 @@ struct HeartbeatBody {
 /// `POST /api/v1/heartbeat` -> 204.
 pub async fn heartbeat<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<StatusCode> {
-    let who = authenticate(&state.store, &headers, Role::Appliance).await?;
+    let (who, body) = body.require(Role::Appliance)?;
     let hb: HeartbeatBody = json_body(&body)?;
     if hb.disks.len() > MAX_DISKS || hb.status.len() > 1024 || hb.version.len() > 1024 {
         return Err(ApiError::bad_request("heartbeat too large"));

@@ -98,17 +98,35 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such resource".into())
 }
 
-/// A request body of at most [`AppState::body_limit`] bytes. Unlike axum's own `Bytes`
-/// extractor, a refusal is a JSON error like every other: 413 naming the limit, or 400.
+/// The body of an authenticated request. The token is checked before the body is read, so that
+/// a request without a valid token costs no buffering (401 at once); the body is then read up
+/// to [`AppState::body_limit`] bytes. Unlike axum's own `Bytes` extractor, a refusal is a JSON
+/// error like every other: 413 naming the limit, or 400.
 #[derive(Debug)]
-pub struct Body(pub Bytes);
+pub struct Body {
+    /// Who sent it (a valid token, of any role: see [`Body::require`]).
+    pub who: crate::store::TokenIdentity,
+    /// The body.
+    pub bytes: Bytes,
+}
+
+impl Body {
+    /// The sender and the body if the sender's token has `role` (403 otherwise).
+    pub fn require(
+        self,
+        role: crate::store::Role,
+    ) -> ApiResult<(crate::store::TokenIdentity, Bytes)> {
+        Ok((auth::require(self.who, role)?, self.bytes))
+    }
+}
 
 impl<S: Store> FromRequest<AppState<S>> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState<S>) -> Result<Body, ApiError> {
+        let who = auth::identify(&state.store, req.headers()).await?;
         match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(Body(bytes)),
+            Ok(bytes) => Ok(Body { who, bytes }),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
-use super::{authenticate, ApiError, ApiResult, AppState, Body};
+use super::{ApiError, ApiResult, AppState, Body};
 use crate::report::Report;
 use crate::store::{NewReport, Role, Store};
 
@@ -15,9 +15,9 @@ pub const MAX_KEY_BYTES: usize = 200;
 pub async fn post_report<S: Store>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let who = authenticate(&state.store, &headers, Role::Appliance).await?;
+    let (who, body) = body.require(Role::Appliance)?;
     let key = headers
         .get("idempotency-key")
         .ok_or_else(|| ApiError::bad_request("missing Idempotency-Key header"))?
