@@ -39,6 +39,8 @@ impl DiskArgs {
     }
 }
 
+// Parsed once per process: boxing the large `scan` arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Scan every file of every volume of the targets (disk images, devices, host directories)
