@@ -1,11 +1,11 @@
 //! The manager on a real PostgreSQL 15 (a throw-away cluster this test binary starts with
 //! `pg_virtualenv`; never skipped): job leases, 16 concurrent claimers on one and on two manager
-//! processes sharing the database (`FOR UPDATE SKIP LOCKED`), and reports stored once and kept
-//! across a restart.
+//! processes sharing the database (`FOR UPDATE SKIP LOCKED`), reports stored once and kept
+//! across a restart, and one signed webhook delivery while two managers share the outbox.
 
 mod common;
 
-use common::{postgres, scenarios};
+use common::{hooks, postgres, scenarios};
 
 #[test]
 fn postgres_expired_lease_hands_the_job_out_again() {
@@ -25,4 +25,9 @@ fn postgres_sixteen_claimers_on_two_managers_never_share_a_job() {
 #[test]
 fn postgres_reports_are_stored_once_and_survive_a_restart() {
     scenarios::reports_round_trip(&postgres::cluster().new_database());
+}
+
+#[test]
+fn postgres_one_signed_webhook_delivery_with_two_managers_sharing_the_outbox() {
+    hooks::one_signed_delivery(&postgres::cluster().new_database(), 2);
 }

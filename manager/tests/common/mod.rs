@@ -3,6 +3,7 @@
 //! cluster ([`postgres`]) and the real `coldscan` binary with a generated signature database.
 #![allow(dead_code)]
 
+pub mod hooks;
 pub mod postgres;
 pub mod scenarios;
 
