@@ -132,6 +132,22 @@ impl Browser<'_> {
             .to_string()
     }
 
+    /// The text of `css`, or `None` while the page is changing (element missing or stale).
+    fn try_text(&self, css: &str) -> Option<String> {
+        let base = format!("{}/session/{}", self.driver.url, self.session);
+        let body = json!({"using": "css selector", "value": css}).to_string();
+        let found = call(
+            "POST",
+            &format!("{base}/element"),
+            None,
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        );
+        let id = found.json["value"][ELEMENT].as_str()?.to_string();
+        let text = call("GET", &format!("{base}/element/{id}/text"), None, &[], None);
+        (text.status == 200).then(|| text.json["value"].as_str().map(str::to_string))?
+    }
+
     fn log_in(&self, token: &str) {
         let field = self.find("input[name=token]");
         self.call(
@@ -213,6 +229,54 @@ fn chromium_logs_in_and_sees_a_planted_detection() {
     assert_eq!(session["httpOnly"], true);
     assert_eq!(session["sameSite"], "Strict");
 
+    // Queue a job through the page's form.
+    let field = browser.find("input[name=target]");
+    browser.call(
+        "POST",
+        &format!("/element/{field}/value"),
+        Some(json!({ "text": "/vmfs/volumes/ds1/db-01/db-01.vmdk" })),
+    );
+    let button = browser.find("h2#jobs + form button");
+    browser.call("POST", &format!("/element/{button}/click"), Some(json!({})));
+    let jobs = wait_for(
+        "the queued job on the page",
+        Duration::from_secs(60),
+        || {
+            let text = browser.try_text("h2#jobs + form + table")?;
+            text.contains("/vmfs/volumes/ds1/db-01/db-01.vmdk")
+                .then_some(text)
+        },
+    );
+    assert!(jobs.contains("queued"), "{jobs}");
+    let listed = get(&m, "/api/v1/jobs", &admin).json;
+    assert_eq!(
+        listed["jobs"][0]["target"],
+        "/vmfs/volumes/ds1/db-01/db-01.vmdk"
+    );
+    // A form post with the session cookie but a forged CSRF token is refused; without the
+    // cookie too. Neither queues anything.
+    let cookie = format!("coldscan_session={}", session["value"].as_str().unwrap());
+    let forged = call(
+        "POST",
+        &format!("{}/jobs", m.url),
+        None,
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        Some(b"csrf=forged&target=%2Fvm%2Fevil"),
+    );
+    assert_eq!(forged.status, 403);
+    let anonymous = call(
+        "POST",
+        &format!("{}/jobs", m.url),
+        None,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(b"csrf=forged&target=%2Fvm%2Fevil"),
+    );
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(list_all(&m, "/api/v1/jobs", "jobs", &admin).len(), 1);
+
     let png = browser.call("GET", "/screenshot", None);
     let png = base64::engine::general_purpose::STANDARD
         .decode(png.as_str().unwrap())
@@ -223,4 +287,21 @@ fn chromium_logs_in_and_sees_a_planted_detection() {
     let shot = out.join("web-page.png");
     std::fs::write(&shot, png).unwrap();
     eprintln!("screenshot: {}", shot.display());
+
+    // Logging out ends the session: the login form again, and the old cookie is worthless.
+    let button = browser.find("form[action='/logout'] button");
+    browser.call("POST", &format!("/element/{button}/click"), Some(json!({})));
+    wait_for("the login form", Duration::from_secs(60), || {
+        let form = browser.try_text("form")?;
+        form.contains("Admin token").then_some(())
+    });
+    let replayed = call(
+        "GET",
+        &format!("{}/", m.url),
+        None,
+        &[("Cookie", &cookie)],
+        None,
+    );
+    let page = replayed.json.as_str().unwrap_or_default().to_string();
+    assert!(page.contains("name=\"token\""), "the login form: {page}");
 }
