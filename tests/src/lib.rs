@@ -19,6 +19,7 @@ pub mod tools;
 pub mod tree;
 pub mod trees;
 pub mod tsk;
+pub mod xfs;
 
 pub use fixtures::{fixture, Fixture, FixtureMeta, VolumeMeta, FIXTURES};
 pub use manifest::Record;
