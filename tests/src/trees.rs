@@ -131,7 +131,7 @@ pub fn add_many_files(t: &mut Tree, n: usize) {
 /// A sparse file of `runs` 4 KiB data blocks each followed by a 4 KiB hole: one extent per
 /// block, so that with more than a few dozen the filesystem needs a btree-format extent map.
 pub fn add_fragmented(t: &mut Tree, path: &str, runs: u64) {
-    let runs = (0..runs)
+    let runs: Vec<(u64, Content)> = (0..runs)
         .map(|i| {
             (
                 i * 8192,
