@@ -109,6 +109,11 @@ pub struct Superblock {
     pub label: [u8; 12],
     /// Filesystem UUID.
     pub uuid: [u8; 16],
+    /// The UUID stamped in v5 metadata headers (`sb_meta_uuid`, or `sb_uuid` without the
+    /// META_UUID feature).
+    pub meta_uuid: [u8; 16],
+    /// Inode chunk alignment in blocks (`sb_inoalignmt`).
+    pub inode_align: u32,
 }
 
 impl Superblock {
@@ -220,6 +225,13 @@ impl Superblock {
         );
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(b.get(32..48).ok_or_else(|| bad(32, "truncated".into()))?);
+        let mut meta_uuid = uuid;
+        if version == 5 && incompat & incompat::META_UUID != 0 {
+            meta_uuid.copy_from_slice(
+                b.get(248..264)
+                    .ok_or_else(|| bad(248, "truncated".into()))?,
+            );
+        }
         Ok(Superblock {
             block_size,
             block_log,
@@ -243,6 +255,8 @@ impl Superblock {
             log_incompat,
             label,
             uuid,
+            meta_uuid,
+            inode_align: u32_at(180)?,
         })
     }
 

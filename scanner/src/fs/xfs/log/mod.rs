@@ -1,153 +1,277 @@
-//! The XFS log: finding its head and tail and deciding whether it needs recovery.
+//! The XFS log: finding its head and tail, and replaying it in memory.
 //!
 //! Follows "XFS Algorithms & Data Structures", chapter "Journaling Log" (sections "Log Records",
-//! "Log Operations") and the kernel's `xlog_find_head` / `xlog_find_tail` logic: every 512-byte
-//! basic block of the log starts with the cycle number it was written in (for data blocks the
-//! original first word is kept in the record header's `h_cycle_data`); the head is where the
-//! cycle number drops, the last record before it says whether the log was cleanly unmounted.
+//! "Log Operations", "Log Items"), and the kernel's fs/xfs/xfs_log_recover.c for the algorithm
+//! and its corner cases:
+//! - every 512-byte basic block of the log starts with the cycle number it was written in (a
+//!   data block's original first word is kept in its record header's cycle data); the head is
+//!   the first block written in an older cycle than block 0, which also stops at a hole left
+//!   by log buffers written out of order (`xlog_find_head`); a last record that does not end
+//!   exactly at the head is incomplete and dropped (`xlog_find_verify_log_record`);
+//! - the tail is `h_tail_lsn` of the last record; a last record that is an unmount record, or a
+//!   tail equal to the head, means a clean log (`xlog_find_tail`);
+//! - a record among the last [`MAX_ICLOGS`] whose CRC fails was torn by the crash: the head moves
+//!   back to it (`xlog_verify_head`); a CRC failure further back is corruption;
+//! - pass 1 collects cancelled buffers, pass 2 replays each committed transaction in log order
+//!   ([`replay`]): buffers ([`buffer`]), inodes ([`inode`]), inode-chunk creation; quota items
+//!   are skipped (quota is not read) and unfinished intents are noted.
 //!
-//! A log whose last record is an unmount record needs nothing. A dirty log is reported as an
-//! error, which the volume turns into a visible note ("log NOT replayed"): in-memory replay of
-//! its transactions is not implemented yet, and the volume is never presented as recovered.
+//! The result is a [`LogOverlay`]: the volume as the kernel would see it after recovery. Any
+//! error means the log is not replayed at all; the caller then reads the volume as it is on disk
+//! and says so in a note, never silently.
+
+pub mod buffer;
+pub mod inode;
+pub mod overlay;
+pub mod record;
+pub mod replay;
 
 use crate::block::{be, SharedSource};
 use crate::error::{Error, Result};
 
+use self::record::{op_flags, read_data, read_header, Assembler, LogArea, RecordHeader};
+use self::replay::{Replayer, Stats};
 use super::superblock::Superblock;
 
-/// `0xFEEDBABE`: the first word of a log record header.
-pub const XLOG_HEADER_MAGIC: u32 = 0xfeed_babe;
+pub use self::overlay::LogOverlay;
+
 /// Log basic block size.
 pub const BBSIZE: u64 = 512;
-/// `XLOG_UNMOUNT_TRANS`: the operation is an unmount record.
-pub const XLOG_UNMOUNT_TRANS: u8 = 0x20;
 /// Largest log scanned (the kernel's maximum log size is 2 GiB).
 pub const MAX_LOG_BYTES: u64 = 2 << 30;
+/// Smallest log accepted (64 basic blocks).
+pub const MIN_LOG_BYTES: u64 = 64 * BBSIZE;
+/// Log buffers that may be in flight at a crash (`XLOG_MAX_ICLOGS`): the records that may be
+/// torn.
+pub const MAX_ICLOGS: usize = 8;
 /// Bytes read at once while scanning cycle numbers.
 const SCAN_CHUNK: u64 = 256 * 1024;
-/// Size of a log record header cycle section (`XLOG_HEADER_CYCLE_SIZE`).
-const HEADER_CYCLE_SIZE: u64 = 32 * 1024;
+/// `XFS_SB_VERSION_LOGV2BIT`.
+const SB_VERSION_LOGV2: u16 = 0x0400;
 
-/// What a replay did (only produced once replay is implemented).
+/// What a replay did.
 #[derive(Debug)]
 pub struct Replay {
     /// The replayed view of the volume.
     pub overlay: LogOverlay,
     /// Things worth telling the user.
     pub notes: Vec<String>,
+    /// Counters.
+    pub stats: Stats,
+    /// Log records replayed.
+    pub records: usize,
 }
 
 impl Replay {
     /// One line saying what was replayed.
     pub fn summary(&self) -> String {
-        "the volume as recovered".into()
+        let s = &self.stats;
+        format!(
+            "{} transactions in {} records ({} buffers, {} inodes, {} inode chunks; {} cancelled, {} older than the disk)",
+            s.transactions, self.records, s.buffers, s.inodes, s.icreates, s.cancelled, s.skipped_newer
+        )
     }
 }
 
-/// The replayed view of the volume.
-pub type LogOverlay = crate::block::MemSource;
-
-/// Where the log is and how big.
-struct LogArea {
-    src: SharedSource,
-    start: u64,
-    bbs: u64,
-    name: String,
-}
-
-impl LogArea {
-    fn read_bb(&self, bb: u64, buf: &mut [u8]) -> Result<()> {
-        self.src
-            .read_exact_at(self.start + (bb % self.bbs) * BBSIZE, buf)
-    }
-
-    /// The cycle number of every basic block, read in large chunks.
-    fn cycles(&self) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(self.bbs as usize);
-        let mut buf = vec![0u8; SCAN_CHUNK as usize];
-        let mut bb = 0u64;
-        while bb < self.bbs {
-            let n = (self.bbs - bb).min(SCAN_CHUNK / BBSIZE);
-            let chunk = &mut buf[..(n * BBSIZE) as usize];
-            self.src.read_exact_at(self.start + bb * BBSIZE, chunk)?;
-            for b in chunk.chunks_exact(BBSIZE as usize) {
-                let cycle = if be::u32(b, 0) == Some(XLOG_HEADER_MAGIC) {
-                    be::u32(b, 4).unwrap_or(0)
-                } else {
-                    be::u32(b, 0).unwrap_or(0)
-                };
-                out.push(cycle);
-            }
-            bb += n;
+/// The cycle number of every basic block, read in large chunks.
+fn cycles(log: &LogArea) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(log.bbs as usize);
+    let mut buf = vec![0u8; SCAN_CHUNK as usize];
+    let mut bb = 0u64;
+    while bb < log.bbs {
+        let n = (log.bbs - bb).min(SCAN_CHUNK / BBSIZE);
+        let chunk = &mut buf[..(n * BBSIZE) as usize];
+        log.src.read_exact_at(log.byte(bb), chunk)?;
+        for b in chunk.chunks_exact(BBSIZE as usize) {
+            let at = if be::u32(b, 0) == Some(record::XLOG_HEADER_MAGIC) {
+                4
+            } else {
+                0
+            };
+            out.push(be::u32(b, at).unwrap_or(0));
         }
-        Ok(out)
+        bb += n;
     }
+    Ok(out)
 }
 
-/// Examines the internal log. `Ok(None)`: clean (nothing to replay). An error: the log needs
-/// recovery and was not replayed, or could not be read; the caller says so in a note.
+/// The last record header before `head`, searching back at most the whole log.
+fn last_record_before(log: &LogArea, head: u64) -> Result<u64> {
+    let mut hdr = vec![0u8; BBSIZE as usize];
+    for back in 1..=log.bbs {
+        let bb = (head + log.bbs - back) % log.bbs;
+        log.read(bb, &mut hdr)?;
+        if be::u32(&hdr, 0) == Some(record::XLOG_HEADER_MAGIC) {
+            return Ok(bb);
+        }
+    }
+    Err(Error::corrupt(
+        &log.name,
+        log.start,
+        "no log record header found before the log head",
+    ))
+}
+
+/// Distance from log block `a` forward to `b`.
+fn dist(log: &LogArea, a: u64, b: u64) -> u64 {
+    (b + log.bbs - a) % log.bbs
+}
+
+/// The records from `tail` up to `head`, each header checked.
+fn records(log: &LogArea, tail: u64, head: u64) -> Result<Vec<RecordHeader>> {
+    let want = dist(log, tail, head);
+    let mut out = Vec::new();
+    let mut walked = 0u64;
+    let mut pos = tail;
+    while walked < want {
+        let h = read_header(log, pos)?;
+        walked += h.total_bbs();
+        if walked > want {
+            return Err(Error::corrupt(
+                &log.name,
+                log.byte(pos),
+                "a log record runs past the log head",
+            ));
+        }
+        pos = (pos + h.total_bbs()) % log.bbs;
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// Examines the internal log. `Ok(None)`: clean (nothing to replay). `Ok(Some)`: the replayed
+/// view. An error: the log needs recovery and could not be replayed; the caller says so.
 pub fn recover(src: SharedSource, sb: &Superblock, name: &str) -> Result<Option<Replay>> {
     let start = sb
         .log_offset()
         .ok_or_else(|| Error::corrupt(name, 0, "the internal log lies outside the filesystem"))?;
     let bytes = u64::from(sb.log_blocks).saturating_mul(u64::from(sb.block_size));
-    if !(64 * BBSIZE..=MAX_LOG_BYTES).contains(&bytes) {
+    if !(MIN_LOG_BYTES..=MAX_LOG_BYTES).contains(&bytes) || start.saturating_add(bytes) > src.size()
+    {
         return Err(Error::corrupt(
             name,
             start,
-            format!("log of {bytes} bytes is not a plausible size"),
+            format!("log of {bytes} bytes does not fit the volume"),
         ));
     }
     let log = LogArea {
-        src,
+        src: src.clone(),
         start,
         bbs: bytes / BBSIZE,
         name: name.to_string(),
+        logv2: sb.has_crc() || sb.versionnum & SB_VERSION_LOGV2 != 0,
     };
-    let cycles = log.cycles()?;
+    let cycles = cycles(&log)?;
     let first = cycles[0];
     if first == 0 {
         // Never written (a zeroed log): nothing to recover.
         return Ok(None);
     }
-    // The head is the first block written in an older cycle than block 0.
-    let head = cycles.iter().position(|&c| c != first).unwrap_or(0) as u64;
-    // The last record header before the head, in the head's cycle.
-    let mut hdr = vec![0u8; BBSIZE as usize];
-    let mut found = None;
-    for back in 1..=log.bbs {
-        let bb = (head + log.bbs - back) % log.bbs;
-        log.read_bb(bb, &mut hdr)?;
-        if be::u32(&hdr, 0) == Some(XLOG_HEADER_MAGIC) {
-            found = Some(bb);
-            break;
+    // The head: the first block written in another cycle than block 0.
+    let mut head = cycles.iter().position(|&c| c != first).unwrap_or(0) as u64;
+    let mut notes = Vec::new();
+    let mut recs;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        if rounds > MAX_ICLOGS + 2 {
+            return Err(Error::corrupt(
+                name,
+                start,
+                "the log head could not be settled (too many torn records)",
+            ));
+        }
+        let last = last_record_before(&log, head)?;
+        let hdr = read_header(&log, last)?;
+        if (last + hdr.total_bbs()) % log.bbs != head {
+            // The last record is incomplete: it was being written at the crash.
+            head = last;
+            continue;
+        }
+        let mut first_op = vec![0u8; BBSIZE as usize];
+        log.read(last + hdr.hblks, &mut first_op)?;
+        if hdr.num_logops == 1 && first_op[9] & op_flags::UNMOUNT != 0 {
+            return Ok(None);
+        }
+        let tail = hdr.tail_lsn & 0xffff_ffff;
+        if tail >= log.bbs {
+            return Err(Error::corrupt(
+                name,
+                log.byte(last),
+                format!("tail block {tail} lies outside the {}-block log", log.bbs),
+            ));
+        }
+        if tail == head {
+            return Ok(None);
+        }
+        recs = records(&log, tail, head)?;
+        // Torn writes: the first bad record among the last ones ends the log.
+        let from = recs.len().saturating_sub(MAX_ICLOGS);
+        let mut torn = None;
+        for (i, r) in recs.iter().enumerate().skip(from) {
+            let (_, ok) = read_data(&log, r)?;
+            if !ok && (r.crc != 0 || sb.has_crc()) {
+                torn = Some(i);
+                break;
+            }
+        }
+        match torn {
+            Some(0) => return Ok(None),
+            Some(i) => {
+                notes.push(format!(
+                    "the log's last {} record(s) were torn by the crash and are not replayed",
+                    recs.len() - i
+                ));
+                head = recs[i].bb;
+            }
+            None => break,
         }
     }
-    let Some(rec) = found else {
-        return Err(Error::corrupt(
-            &log.name,
-            start,
-            "no log record header found before the log head",
-        ));
-    };
-    let num_logops = be::u32(&hdr, 40).unwrap_or(0);
-    let h_size = u64::from(be::u32(&hdr, 320).unwrap_or(0));
-    let version = be::u32(&hdr, 8).unwrap_or(0);
-    let hdr_bbs = if version & 2 != 0 && h_size > HEADER_CYCLE_SIZE {
-        h_size.div_ceil(HEADER_CYCLE_SIZE)
-    } else {
-        1
-    };
-    let mut data = vec![0u8; BBSIZE as usize];
-    log.read_bb(rec + hdr_bbs, &mut data)?;
-    let flags = data[9];
-    if num_logops == 1 && flags & XLOG_UNMOUNT_TRANS != 0 {
-        return Ok(None);
+    replay(&log, sb, &recs, notes).map(Some)
+}
+
+/// Runs both passes over `recs`.
+fn replay(
+    log: &LogArea,
+    sb: &Superblock,
+    recs: &[RecordHeader],
+    notes: Vec<String>,
+) -> Result<Replay> {
+    let mut r = Replayer::new(sb, LogOverlay::new(log.src.clone()), sb.meta_uuid);
+    r.notes = notes;
+    // Pass 1: CRCs and cancelled buffers.
+    let mut asm = Assembler::new(&log.name);
+    for h in recs {
+        let (data, ok) = read_data(log, h)?;
+        if !ok && (h.crc != 0 || sb.has_crc()) {
+            return Err(Error::corrupt(
+                &log.name,
+                log.byte(h.bb),
+                "log record CRC mismatch inside the log (not a torn write at its head)",
+            ));
+        }
+        asm.record(h, &data, log.byte(h.bb), &mut |t| {
+            r.pass1(&t);
+            Ok(())
+        })?;
     }
-    Err(Error::unsupported(
-        &log.name,
-        format!(
-            "the log was not cleanly unmounted (last record at log block {rec}, {num_logops} operations); replaying it in memory is not implemented"
-        ),
-    ))
+    // Pass 2: apply.
+    let mut asm = Assembler::new(&log.name);
+    for h in recs {
+        let (data, _) = read_data(log, h)?;
+        asm.record(h, &data, log.byte(h.bb), &mut |t| r.pass2(&t))?;
+    }
+    if asm.uncommitted() > 0 {
+        r.notes.push(format!(
+            "{} transaction(s) at the log head were not committed and are not replayed (as the kernel does)",
+            asm.uncommitted()
+        ));
+    }
+    r.intent_notes();
+    Ok(Replay {
+        stats: r.stats,
+        notes: r.notes,
+        overlay: r.overlay,
+        records: recs.len(),
+    })
 }
