@@ -203,6 +203,18 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: xfs_4k_sectors,
     },
     FixtureDef {
+        name: "xfs-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_crash,
+    },
+    FixtureDef {
+        name: "xfs-crash-small-log",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_crash_small_log,
+    },
+    FixtureDef {
         name: "truncated",
         malformed: true,
         needs_ntfs: false,
@@ -771,6 +783,64 @@ fn xfs_4k_sectors(b: &mut Builder) -> anyhow::Result<Outline> {
         512,
         "none",
     ))
+}
+
+fn xfs_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    xfs_crash_common(b, "xfs-crash", 512, None)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5 copied while a writer runs (dirty log; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_crash_small_log(b: &mut Builder) -> anyhow::Result<Outline> {
+    xfs_crash_common(b, "xfs-crash-small-log", 4096, Some("5m"))?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5, 4096-byte sectors and a 5 MiB log that wraps, copied while a writer runs; the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+/// A crash-consistent XFS image ([`crate::crash`]): the manifest is what the kernel lists after
+/// replaying its log, and the fsync'ed EICAR planted just before the copy must be detected.
+fn xfs_crash_common(
+    b: &mut Builder,
+    tag: &str,
+    sector: u32,
+    log: Option<&str>,
+) -> anyhow::Result<()> {
+    let seed = trees::rich_tree(tag).for_flavour(Flavour::Ext);
+    let size = 320 * MIB;
+    let disk = b.disk();
+    let opts = crate::xfs::XfsOptions { crc: true, sector };
+    let eicar = crate::testdb::eicar();
+    let spec = crate::crash::CrashSpec {
+        size,
+        opts,
+        log_size: log,
+        planted_path: "/planted/eicar.com",
+        planted: &eicar,
+    };
+    let c = crate::crash::xfs_crash_image(&b.dir, &disk, &seed, &spec)?;
+    b.records.extend(c.records);
+    b.volumes.push(VolumeMeta {
+        partition: 0,
+        fs: "xfs".into(),
+        start: 0,
+        size,
+        listed: true,
+        tsk: false,
+        tsk_hidden: Vec::new(),
+        optional: Vec::new(),
+    });
+    b.detections.push(ExpectedDetection {
+        partition: 0,
+        path: c.planted,
+        stream: None,
+    });
+    Ok(())
 }
 
 fn gpt_4k(b: &mut Builder) -> anyhow::Result<Outline> {

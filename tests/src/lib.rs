@@ -8,6 +8,7 @@ pub mod cache;
 pub mod checks;
 pub mod coldscan;
 pub mod content;
+pub mod crash;
 pub mod fixtures;
 pub mod images;
 pub mod journal;

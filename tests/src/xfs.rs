@@ -21,12 +21,15 @@ pub struct XfsOptions {
 }
 
 /// A loop mount undone on drop (unmount, which also detaches the loop device).
-struct LoopMount {
-    dir: PathBuf,
+#[derive(Debug)]
+pub struct LoopMount {
+    /// The mount point.
+    pub dir: PathBuf,
 }
 
 impl LoopMount {
-    fn new(img: &Path, dir: &Path) -> anyhow::Result<LoopMount> {
+    /// Mounts `img` (read-write, through a loop device) on `dir`, created if missing.
+    pub fn new(img: &Path, dir: &Path) -> anyhow::Result<LoopMount> {
         std::fs::create_dir_all(dir)?;
         let out = command("mount")
             .arg("-o")
@@ -55,9 +58,9 @@ impl Drop for LoopMount {
     }
 }
 
-/// Makes an XFS image of `size` bytes holding `tree`.
-pub fn xfs_image(img: &Path, size: u64, tree: &Tree, opts: XfsOptions) -> anyhow::Result<()> {
-    sparse_file(img, size)?;
+/// Runs `mkfs.xfs` on the existing file `img` with `opts` and `extra` arguments (images under
+/// 300 MB need the xfstests environment variables).
+pub fn mkfs_xfs(img: &Path, opts: XfsOptions, extra: &[String]) -> anyhow::Result<()> {
     let mut cmd = command("mkfs.xfs");
     cmd.env("TEST_DIR", "/tmp")
         .env("TEST_DEV", "x")
@@ -65,8 +68,16 @@ pub fn xfs_image(img: &Path, size: u64, tree: &Tree, opts: XfsOptions) -> anyhow
         .args(["-q", "-f", "-b", "size=4096"])
         .args(["-m", if opts.crc { "crc=1" } else { "crc=0" }])
         .args(["-s", &format!("size={}", opts.sector)])
+        .args(extra)
         .arg(img);
     crate::tools::check(&mut cmd)?;
+    Ok(())
+}
+
+/// Makes an XFS image of `size` bytes holding `tree`.
+pub fn xfs_image(img: &Path, size: u64, tree: &Tree, opts: XfsOptions) -> anyhow::Result<()> {
+    sparse_file(img, size)?;
+    mkfs_xfs(img, opts, &[])?;
     let dir = img.with_extension("mnt");
     let mount = LoopMount::new(img, &dir)?;
     materialize(tree, &mount.dir)?;

@@ -82,4 +82,6 @@ macro_rules! inventory_xfs {
 inventory_xfs! {
     xfs_whole => "xfs-whole",
     xfs_4k_sectors => "xfs-4k-sectors",
+    xfs_crash => "xfs-crash",
+    xfs_crash_small_log => "xfs-crash-small-log",
 }
