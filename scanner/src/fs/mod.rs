@@ -16,6 +16,7 @@ pub mod bounded;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
+pub mod xfs;
 
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -36,6 +37,8 @@ pub enum FsKind {
     Fat16,
     /// FAT32.
     Fat32,
+    /// XFS (v4 and v5).
+    Xfs,
 }
 
 impl FsKind {
@@ -49,6 +52,7 @@ impl FsKind {
             FsKind::Fat12 => "fat12",
             FsKind::Fat16 => "fat16",
             FsKind::Fat32 => "fat32",
+            FsKind::Xfs => "xfs",
         }
     }
 }
@@ -236,6 +240,13 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
             return Ok(Some(kind));
         }
     }
+    let mut first = [0u8; 4];
+    if volume.size() >= xfs::superblock::SUPERBLOCK_READ as u64 {
+        volume.read_exact_at(0, &mut first)?;
+        if xfs::probe_xfs(&first) {
+            return Ok(Some(FsKind::Xfs));
+        }
+    }
     if ntfs::probe(volume.as_ref())? {
         return Ok(Some(FsKind::Ntfs));
     }
@@ -261,6 +272,7 @@ pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             std::sync::Arc::new(fat::FatVolume::open(volume)?)
         }
+        FsKind::Xfs => std::sync::Arc::new(xfs::XfsVolume::open(volume)?),
     };
     Ok(std::sync::Arc::new(bounded::SizeBounded::new(inner, size)))
 }
