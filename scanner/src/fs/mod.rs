@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
@@ -35,6 +36,8 @@ pub enum FsKind {
     Fat16,
     /// FAT32.
     Fat32,
+    /// Btrfs.
+    Btrfs,
 }
 
 impl FsKind {
@@ -48,6 +51,7 @@ impl FsKind {
             FsKind::Fat12 => "fat12",
             FsKind::Fat16 => "fat16",
             FsKind::Fat32 => "fat32",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
@@ -235,6 +239,15 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
             return Ok(Some(kind));
         }
     }
+    let mut btrfs_sb = [0u8; 0x48];
+    if volume.size()
+        >= btrfs::superblock::SUPERBLOCK_OFFSETS[0] + btrfs::superblock::SUPERBLOCK_SIZE as u64
+    {
+        volume.read_exact_at(btrfs::superblock::SUPERBLOCK_OFFSETS[0], &mut btrfs_sb)?;
+        if btrfs::probe(&btrfs_sb) {
+            return Ok(Some(FsKind::Btrfs));
+        }
+    }
     if ntfs::probe(volume.as_ref())? {
         return Ok(Some(FsKind::Ntfs));
     }
@@ -258,5 +271,6 @@ pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             std::sync::Arc::new(fat::FatVolume::open(volume)?)
         }
+        FsKind::Btrfs => std::sync::Arc::new(btrfs::BtrfsVolume::open(volume)?),
     })
 }
