@@ -66,7 +66,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (kernel_pkg, kernel) = step("kernel", || {
         let pkg = kernel_package(args, &cache)?;
         let root = unpacked(&pkg, &cache)?;
-        let kernel = kernel::prepare(&root, APPLIANCE_MODULES)?;
+        let mut wanted: Vec<&str> = APPLIANCE_MODULES.to_vec();
+        wanted.extend(args.modules.iter().map(String::as_str));
+        let kernel = kernel::prepare(&root, &wanted)?;
         Ok((pkg, kernel))
     })?;
 
@@ -123,6 +125,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
                 kernel: &kernel,
                 db_files: &db_files,
                 os_release: &os_release,
+                zstd_level: args.zstd_level,
             },
             mtime,
             &initrd_path,

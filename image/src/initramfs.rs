@@ -22,7 +22,8 @@ use crate::libs::{self, IMAGE_LIB_DIR};
 pub const MODULE_ORDER_FILE: &str = "etc/coldscan/modules";
 /// Where the baked signature database lives in the image.
 pub const DB_DIR: &str = "var/lib/coldscan/db";
-/// zstd level of the initramfs: close to the best ratio; decompression speed barely depends on it.
+/// Default zstd level of the initramfs: the best ratio without long-distance matching (which the
+/// kernel's decompressor window may not cover); decompression speed barely depends on the level.
 pub const ZSTD_LEVEL: i32 = 19;
 /// Symbolic links followed while copying one host path (as the kernel's limit of 40).
 const MAX_SYMLINKS: usize = 40;
@@ -38,6 +39,8 @@ pub struct Inputs<'a> {
     pub db_files: &'a [(String, PathBuf)],
     /// `os-release` text.
     pub os_release: &'a str,
+    /// zstd compression level.
+    pub zstd_level: i32,
 }
 
 /// Sizes of the initramfs' parts, uncompressed bytes.
@@ -129,7 +132,7 @@ pub fn build(inputs: &Inputs, mtime: u32, out: &Path) -> Result<(Sizes, Vec<Libr
 
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut encoder = zstd::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
+    let mut encoder = zstd::Encoder::new(std::io::BufWriter::new(file), inputs.zstd_level)?;
     let mut counting = CountingWriter {
         inner: &mut encoder,
         count: 0,

@@ -60,12 +60,19 @@ pub struct BuildArgs {
     /// The `coldscan` binary to run as PID 1 (default: beside this program).
     #[arg(long, value_name = "FILE")]
     pub coldscan: Option<PathBuf>,
+    /// Extra kernel module to include and load, by name or alias (repeatable); an unknown name is
+    /// an error.
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
     /// Kernel command line.
     #[arg(long, default_value = build::DEFAULT_CMDLINE)]
     pub cmdline: String,
     /// Output formats, comma-separated: raw, qcow2, vmdk, ova, vhdx.
     #[arg(long, value_delimiter = ',', default_value = "raw,qcow2,vmdk,ova,vhdx")]
     pub format: Vec<formats::Format>,
+    /// zstd level of the initramfs (1-19; lower builds faster, 19 gives the smallest image).
+    #[arg(long, default_value_t = initramfs::ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
     /// Lock file pinning the kernel and stub packages.
     #[arg(long, value_name = "FILE", default_value = "image/kernel.lock")]
     pub lock: PathBuf,

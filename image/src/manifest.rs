@@ -128,10 +128,11 @@ fn owners(paths: &[&Path]) -> BTreeMap<String, (String, String)> {
     query.arg("-S");
     for p in paths {
         query.arg(p);
-        // dpkg's database has the pre-merged-/usr path for most libraries.
-        if let Ok(rest) = p.strip_prefix("/usr") {
-            query.arg(Path::new("/").join(rest));
-        }
+        // With merged /usr, dpkg knows a library under /lib or /usr/lib, depending on its package.
+        match p.strip_prefix("/usr") {
+            Ok(rest) => query.arg(Path::new("/").join(rest)),
+            Err(_) => query.arg(Path::new("/usr").join(p.strip_prefix("/").unwrap_or(p))),
+        };
     }
     let Ok(out) = query.output() else {
         return owner;
