@@ -173,8 +173,10 @@ pub fn fetch_pinned(
                 )
             })?;
             let version = candidate_version(&current)?;
-            apt_download(&current, &version, cache)?;
             let path = cache.join(deb_file_name(&current, &version));
+            if !path.is_file() {
+                apt_download(&current, &version, cache)?;
+            }
             let sha256 = sha256_file(&path)?;
             eprintln!(
                 "coldscan-image: warning: the pinned {} {} has left the archive; building with the \
@@ -257,23 +259,30 @@ fn field_of_candidate(package: &str, field: &str) -> Result<String> {
         .with_context(|| format!("apt-cache show {package} gives no {field}"))
 }
 
-/// `apt-get download NAME=VERSION` in `dir`: the exact package, never a pattern.
+/// `apt-get download NAME=VERSION` into `dir`: the exact package, never a pattern. apt checks the
+/// file against the archive's signed index; it is downloaded into a temporary directory and
+/// renamed, so an interrupted download never looks like a cached package.
 fn apt_download(package: &str, version: &str, dir: &Path) -> Result<()> {
     ensure!(
         !package.contains(['*', '?', '[', '/']),
         "refusing a package pattern: {package}"
     );
+    let tmp = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot write into cache directory {}", dir.display()))?;
     run(Command::new("apt-get")
         .args(["download", "-q"])
         .arg(format!("{package}={version}"))
-        .current_dir(dir))
+        .current_dir(tmp.path()))
     .with_context(|| format!("apt-get download {package}={version}"))?;
-    let path = dir.join(deb_file_name(package, version));
+    let name = deb_file_name(package, version);
     ensure!(
-        path.is_file(),
-        "apt-get download {package}={version} wrote no {}",
-        path.display()
+        tmp.path().join(&name).is_file(),
+        "apt-get download {package}={version} wrote no {name}"
     );
+    std::fs::rename(tmp.path().join(&name), dir.join(&name))
+        .with_context(|| format!("cannot move {name} into {}", dir.display()))?;
     Ok(())
 }
 

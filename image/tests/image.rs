@@ -324,3 +324,145 @@ fn unwritable_output_directory_names_the_output_step() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("error: step output:"), "{stderr}");
 }
+
+/// Unpacks the shared image's initramfs (UKI from the ESP with mtools, `.initrd` section located
+/// with objdump, zstd, cpio) into a new directory.
+fn unpack_initramfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let uki = dir.path().join("uki.efi");
+    let raw = format!("{}@@1M", out_file("raw").display());
+    tool(
+        Command::new("mcopy")
+            .args(["-i", &raw, "::/EFI/BOOT/BOOTX64.EFI"])
+            .arg(&uki),
+    );
+    let headers = tool(Command::new("objdump").arg("-h").arg(&uki));
+    let line = headers
+        .lines()
+        .find(|l| l.contains(".initrd"))
+        .expect("no .initrd section");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let size = usize::from_str_radix(f[2], 16).unwrap();
+    let offset = usize::from_str_radix(f[5], 16).unwrap();
+    let data = std::fs::read(&uki).unwrap();
+    let cpio = zstd::decode_all(&data[offset..offset + size]).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let mut child = Command::new("cpio")
+        .args(["-i", "-d", "-m", "--quiet", "--no-absolute-filenames"])
+        .current_dir(&root)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &cpio).unwrap();
+    assert!(child.wait().unwrap().success());
+    dir
+}
+
+#[test]
+fn initramfs_runs_coldscan_with_only_its_own_libraries_and_database() {
+    let dir = unpack_initramfs();
+    let root = dir.path().join("root");
+    // A chroot has no host library to fall back on: the closure must be complete. (Started as
+    // `/init` coldscan would act as PID 1, so run it through another name.)
+    std::os::unix::fs::symlink("/init", root.join("coldscan")).unwrap();
+    let version = tool(
+        Command::new("chroot")
+            .arg(&root)
+            .args(["/coldscan", "--version"]),
+    );
+    assert!(version.starts_with("coldscan "), "{version}");
+    std::fs::create_dir(root.join("empty")).unwrap();
+    let scan = tool(Command::new("chroot").arg(&root).args([
+        "/coldscan",
+        "scan",
+        "--db",
+        "/var/lib/coldscan/db",
+        "/empty",
+    ]));
+    assert!(scan.contains("Known signatures: 1"), "{scan}");
+    assert!(root.join("dev/console").exists());
+}
+
+#[test]
+fn module_load_order_puts_dependencies_first_as_modprobe_does() {
+    let dir = unpack_initramfs();
+    let root = dir.path().join("root");
+    let order = std::fs::read_to_string(root.join("etc/coldscan/modules")).unwrap();
+    let order: Vec<&str> = order.lines().collect();
+    for path in &order {
+        assert!(
+            root.join(path.trim_start_matches('/')).is_file(),
+            "{path} missing"
+        );
+    }
+    let position = |file: &str| order.iter().position(|p| p.ends_with(file));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image().join("out/build.json")).unwrap()).unwrap();
+    let kernel = &m["inputs"]["kernel"];
+    let unpacked = workspace()
+        .join("target/image-cache/unpacked")
+        .join(kernel["sha256"].as_str().unwrap());
+    let release = kernel["release"].as_str().unwrap();
+    for name in kernel["modules"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        let deps = tool(Command::new("modprobe").arg("-d").arg(&unpacked).args([
+            "-S",
+            release,
+            "--show-depends",
+            name,
+        ]));
+        // modprobe lists `insmod FILE` lines in load order, the module itself last.
+        let files: Vec<&str> = deps
+            .lines()
+            .filter_map(|l| l.strip_prefix("insmod "))
+            .map(|l| {
+                l.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .rsplit("/lib/modules/")
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        let me = position(files.last().unwrap().split_once('/').unwrap().1).unwrap();
+        for dep in &files[..files.len() - 1] {
+            let dep_rel = dep.split_once('/').unwrap().1;
+            let at =
+                position(dep_rel).unwrap_or_else(|| panic!("{name} needs {dep}, not in the image"));
+            assert!(at < me, "{dep} must load before {name}");
+        }
+    }
+}
+
+#[test]
+fn a_pinned_kernel_gone_from_the_archive_falls_back_to_the_current_one_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = std::fs::read_to_string(workspace().join("image/kernel.lock")).unwrap();
+    let pinned = lock.lines().find(|l| l.starts_with("version")).unwrap();
+    let lock = lock.replacen(pinned, "version = \"0.0.0-left-the-archive\"", 1);
+    let lock_path = dir.path().join("kernel.lock");
+    std::fs::write(&lock_path, lock).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        build(
+            &out_dir,
+            &["--lock", lock_path.to_str().unwrap(), "--format", "raw"],
+        )
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the pinned linux-image-"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("has left the archive"), "{stderr}");
+    assert!(
+        stderr.contains("to lock it, set package = \"linux-image-"),
+        "{stderr}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("build.json")).unwrap()).unwrap();
+    assert_eq!(m["inputs"]["kernel"]["origin"], "archive-current");
+}

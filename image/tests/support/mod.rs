@@ -41,16 +41,16 @@ pub fn coldscan_bin() -> PathBuf {
     p
 }
 
-/// Runs `coldscan-image build ARGS --out OUT` from the workspace root with the shared package cache.
+/// Runs `coldscan-image build ARGS --out OUT` with the repository's lock file (unless ARGS has
+/// `--lock`) and the shared package cache.
 pub fn build(out: &Path, args: &[&str]) -> Output {
     let ws = workspace();
-    Command::new(env!("CARGO_BIN_EXE_coldscan-image"))
-        .arg("build")
-        .arg("--coldscan")
-        .arg(coldscan_bin())
-        .arg("--lock")
-        .arg(ws.join("image/kernel.lock"))
-        .arg("--cache")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coldscan-image"));
+    cmd.arg("build").arg("--coldscan").arg(coldscan_bin());
+    if !args.contains(&"--lock") {
+        cmd.arg("--lock").arg(ws.join("image/kernel.lock"));
+    }
+    cmd.arg("--cache")
         .arg(ws.join("target/image-cache"))
         .args(["--zstd-level", TEST_ZSTD_LEVEL])
         .args(args)
