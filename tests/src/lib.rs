@@ -8,6 +8,7 @@ pub mod cache;
 pub mod checks;
 pub mod coldscan;
 pub mod content;
+pub mod crash;
 pub mod dissect;
 pub mod fixtures;
 pub mod images;
@@ -23,6 +24,7 @@ pub mod tools;
 pub mod tree;
 pub mod trees;
 pub mod tsk;
+pub mod xfs;
 
 pub use fixtures::{fixture, Fixture, FixtureMeta, VolumeMeta, FIXTURES};
 pub use manifest::Record;
