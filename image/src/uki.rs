@@ -115,6 +115,10 @@ pub fn build(stub: &[u8], payload: &Payload) -> Result<Vec<u8>> {
         "the EFI stub's headers have no room for four more section headers"
     );
 
+    ensure!(
+        new_table_end <= stub.len(),
+        "the EFI stub is shorter than its own headers"
+    );
     let mut out = stub.to_vec();
     // Drop a certificate table (it sits at the end of the file, outside any section).
     if ndirs > DIR_SECURITY {
@@ -122,7 +126,11 @@ pub fn build(stub: &[u8], payload: &Payload) -> Result<Vec<u8>> {
         let cert_off = u32_at(&out, dir)? as usize;
         let cert_size = u32_at(&out, dir + 4)? as usize;
         if cert_size != 0 {
-            out.truncate(cert_off.min(out.len()));
+            ensure!(
+                cert_off >= new_table_end && cert_off <= out.len(),
+                "certificate table at {cert_off:#x} overlaps the headers or lies outside the file"
+            );
+            out.truncate(cert_off);
             put_u32(&mut out, dir, 0);
             put_u32(&mut out, dir + 4, 0);
         }
@@ -301,6 +309,29 @@ mod tests {
             align_up(u64::from(s[4].1 + s[4].2), 0x1000).unwrap() as u32
         );
         assert_eq!(u32_at(&uki, opt + 64).unwrap(), checksum(&uki, opt + 64));
+    }
+
+    #[test]
+    fn damaged_stubs_give_errors_not_panics() {
+        let stub = tiny_stub();
+        let payload = Payload {
+            osrel: b"x",
+            cmdline: b"y",
+            initrd: b"z",
+            linux: b"w",
+        };
+        for len in 0..stub.len() {
+            let _ = build(&stub[..len], &payload);
+        }
+        // Overwrite each header field (every 4 bytes of the headers) with extreme values.
+        for off in (0..0x400).step_by(2) {
+            for v in [0u32, 1, 0x7fff_ffff, u32::MAX, 0x400, 0x600] {
+                let mut s = stub.clone();
+                let end = (off + 4).min(s.len());
+                s[off..end].copy_from_slice(&v.to_le_bytes()[..end - off]);
+                let _ = build(&s, &payload);
+            }
+        }
     }
 
     #[test]
