@@ -186,6 +186,21 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     })?;
 
     step("publish", || {
+        // Without build.json the directory does not claim a complete image while files move;
+        // outputs of an earlier build in formats not built now would not match the new one.
+        let manifest_path = args.out.join("build.json");
+        if manifest_path.exists() {
+            std::fs::remove_file(&manifest_path)?;
+        }
+        for format in formats::ALL {
+            let stale = args
+                .out
+                .join(format!("{IMAGE_NAME}.{}", format.extension()));
+            if !outputs.iter().any(|(f, _)| *f == format) && stale.exists() {
+                std::fs::remove_file(&stale)
+                    .with_context(|| format!("cannot remove stale {}", stale.display()))?;
+            }
+        }
         for (_, path) in &outputs {
             let name = path.file_name().context("output without a name")?;
             std::fs::rename(path, args.out.join(name))

@@ -436,14 +436,17 @@ fn module_load_order_puts_dependencies_first_as_modprobe_does() {
 }
 
 #[test]
-fn a_pinned_kernel_gone_from_the_archive_falls_back_to_the_current_one_with_a_warning() {
+fn pinned_kernel_gone_from_the_archive_falls_back_with_a_warning_and_stale_outputs_go() {
     let dir = tempfile::tempdir().unwrap();
     let lock = std::fs::read_to_string(workspace().join("image/kernel.lock")).unwrap();
     let pinned = lock.lines().find(|l| l.starts_with("version")).unwrap();
     let lock = lock.replacen(pinned, "version = \"0.0.0-left-the-archive\"", 1);
     let lock_path = dir.path().join("kernel.lock");
     std::fs::write(&lock_path, lock).unwrap();
+    // An earlier build's VHDX in the output directory must not survive beside the new raw disk.
     let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::write(out_dir.join("coldscan.vhdx"), b"stale").unwrap();
     let out = {
         let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         build(
@@ -465,4 +468,10 @@ fn a_pinned_kernel_gone_from_the_archive_falls_back_to_the_current_one_with_a_wa
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("build.json")).unwrap()).unwrap();
     assert_eq!(m["inputs"]["kernel"]["origin"], "archive-current");
+    let mut left: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["build.json", "coldscan.raw"]);
 }

@@ -31,6 +31,15 @@ pub enum Format {
     Vhdx,
 }
 
+/// Every format, in build order.
+pub const ALL: [Format; 5] = [
+    Format::Raw,
+    Format::Qcow2,
+    Format::Vmdk,
+    Format::Ova,
+    Format::Vhdx,
+];
+
 impl Format {
     /// File extension.
     pub fn extension(self) -> &'static str {
