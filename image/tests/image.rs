@@ -475,3 +475,32 @@ fn pinned_kernel_gone_from_the_archive_falls_back_with_a_warning_and_stale_outpu
     left.sort();
     assert_eq!(left, ["build.json", "coldscan.raw"]);
 }
+
+#[test]
+fn truncated_kernel_package_names_the_kernel_step_and_leaves_no_unpacked_tree() {
+    image(); // the shared build fetched the locked kernel into the cache
+    let cache = workspace().join("target/image-cache");
+    let deb = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy().contains("linux-image-")
+                && p.extension().is_some_and(|e| e == "deb")
+        })
+        .expect("no kernel package in the cache");
+    let data = std::fs::read(&deb).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join(deb.file_name().unwrap());
+    std::fs::write(&truncated, &data[..data.len() / 2]).unwrap();
+    assert_fails(
+        &["--kernel-deb", truncated.to_str().unwrap()],
+        "kernel",
+        "cannot unpack",
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("unpacked"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

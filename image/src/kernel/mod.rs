@@ -1,5 +1,5 @@
 //! The kernel step: a Debian `linux-image-*-amd64` package unpacked with `dpkg-deb -x`, its
-//! module tables regenerated with `depmod -b` (Debian ships none), and the appliance's module
+//! module tables written with `depmod -b` (Debian ships none), and the appliance's module
 //! closure resolved from them.
 
 pub mod modules;
@@ -36,9 +36,8 @@ fn modules_dir(root: &Path, release: &str) -> PathBuf {
     root.join("lib/modules").join(release)
 }
 
-/// Finds the kernel in an unpacked package at `root`, runs `depmod -b` and resolves the closure
-/// of `wanted` module names.
-pub fn prepare(root: &Path, wanted: &[&str]) -> Result<Kernel> {
+/// The kernel image name (`vmlinuz-RELEASE`) and release of an unpacked package at `root`.
+fn find_image(root: &Path) -> Result<(String, String)> {
     let boot = root.join("boot");
     let mut images: Vec<String> = std::fs::read_dir(&boot)
         .with_context(|| format!("the package has no boot/ directory ({})", boot.display()))?
@@ -53,12 +52,26 @@ pub fn prepare(root: &Path, wanted: &[&str]) -> Result<Kernel> {
     );
     let image = images.remove(0);
     let release = image["vmlinuz-".len()..].to_string();
-    let dir = modules_dir(root, &release);
     ensure!(
-        dir.is_dir(),
+        modules_dir(root, &release).is_dir(),
         "the package has no lib/modules/{release} for its kernel"
     );
+    Ok((image, release))
+}
+
+/// Writes the module tables of the unpacked package at `root` with `depmod -b` (Debian ships
+/// none). Done once, when the package is unpacked into the cache.
+pub fn depmod(root: &Path) -> Result<()> {
+    let (_, release) = find_image(root)?;
     run(Command::new("depmod").arg("-b").arg(root).arg(&release)).context("depmod -b")?;
+    Ok(())
+}
+
+/// Finds the kernel in an unpacked package at `root` (after [`depmod`]) and resolves the closure
+/// of `wanted` module names.
+pub fn prepare(root: &Path, wanted: &[&str]) -> Result<Kernel> {
+    let (image, release) = find_image(root)?;
+    let dir = modules_dir(root, &release);
     let set = ModuleSet::load(&dir)?;
     let modules = set.closure(wanted)?;
     for m in &modules {
@@ -70,7 +83,7 @@ pub fn prepare(root: &Path, wanted: &[&str]) -> Result<Kernel> {
     }
     Ok(Kernel {
         root: root.to_path_buf(),
-        vmlinuz: boot.join(image),
+        vmlinuz: root.join("boot").join(image),
         release,
         modules,
     })
