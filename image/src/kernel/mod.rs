@@ -59,6 +59,33 @@ fn find_image(root: &Path) -> Result<(String, String)> {
     Ok((image, release))
 }
 
+/// Kernel options the image relies on: booting as an EFI application from the UKI, unpacking a
+/// zstd initramfs, a devtmpfs for PID 1 to mount.
+const REQUIRED_CONFIG: &[&str] = &[
+    "CONFIG_EFI_STUB",
+    "CONFIG_RD_ZSTD",
+    "CONFIG_DEVTMPFS",
+    "CONFIG_BLK_DEV_INITRD",
+];
+
+/// Checks the kernel's `boot/config-RELEASE` for [`REQUIRED_CONFIG`]: a kernel without them would
+/// build an image that cannot boot, found out only at boot time.
+fn check_config(config: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("the package has no kernel config {}", config.display()))?;
+    let missing: Vec<&str> = REQUIRED_CONFIG
+        .iter()
+        .filter(|opt| !text.lines().any(|l| l == format!("{opt}=y")))
+        .copied()
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the kernel lacks {}",
+        missing.join(", ")
+    );
+    Ok(())
+}
+
 /// Writes the module tables of the unpacked package at `root` with `depmod -b` (Debian ships
 /// none). Done once, when the package is unpacked into the cache.
 pub fn depmod(root: &Path) -> Result<()> {
@@ -71,6 +98,7 @@ pub fn depmod(root: &Path) -> Result<()> {
 /// of `wanted` module names.
 pub fn prepare(root: &Path, wanted: &[&str]) -> Result<Kernel> {
     let (image, release) = find_image(root)?;
+    check_config(&root.join("boot").join(format!("config-{release}")))?;
     let dir = modules_dir(root, &release);
     let set = ModuleSet::load(&dir)?;
     let modules = set.closure(wanted)?;
@@ -87,4 +115,28 @@ pub fn prepare(root: &Path, wanted: &[&str]) -> Result<Kernel> {
         release,
         modules,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_zstd_initramfs_support_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config-x");
+        std::fs::write(
+            &config,
+            "CONFIG_EFI_STUB=y\n# CONFIG_RD_ZSTD is not set\nCONFIG_DEVTMPFS=y\nCONFIG_BLK_DEV_INITRD=y\n",
+        )
+        .unwrap();
+        let e = check_config(&config).unwrap_err();
+        assert_eq!(e.to_string(), "the kernel lacks CONFIG_RD_ZSTD");
+        std::fs::write(
+            &config,
+            "CONFIG_EFI_STUB=y\nCONFIG_RD_ZSTD=y\nCONFIG_DEVTMPFS=y\nCONFIG_BLK_DEV_INITRD=y\n",
+        )
+        .unwrap();
+        check_config(&config).unwrap();
+    }
 }
