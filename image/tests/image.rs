@@ -504,3 +504,43 @@ fn truncated_kernel_package_names_the_kernel_step_and_leaves_no_unpacked_tree() 
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn kernel_version_builds_with_the_archives_build_of_that_release() {
+    // The release the archive's `linux-image-amd64` currently points at.
+    let show =
+        tool(Command::new("apt-cache").args(["show", "--no-all-versions", "linux-image-amd64"]));
+    let depends = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap();
+    let package = depends
+        .split(',')
+        .map(|d| d.trim().split(' ').next().unwrap())
+        .find(|p| p.starts_with("linux-image-"))
+        .unwrap();
+    let release = package.strip_prefix("linux-image-").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        build(
+            &dir.path().join("out"),
+            &["--kernel-version", release, "--format", "qcow2"],
+        )
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/build.json")).unwrap()).unwrap();
+    assert_eq!(m["inputs"]["kernel"]["package"], package);
+    assert_eq!(m["inputs"]["kernel"]["release"], release);
+    // A release is a name, never a pattern.
+    assert_fails(
+        &["--kernel-version", "6.1.0-*-amd64"],
+        "kernel",
+        "bad kernel release",
+    );
+}
