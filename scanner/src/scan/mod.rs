@@ -115,6 +115,7 @@ pub fn scan_targets(
         observer,
     };
     let mut report = ScanReport {
+        schema_version: crate::report::SCHEMA_VERSION,
         tool: "coldscan".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         engine: engine.info(),
