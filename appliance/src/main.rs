@@ -21,6 +21,14 @@ fn main() -> ExitCode {
     if appliance::is_init_process() {
         appliance::run();
     }
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|a| a == appliance::worker::WORKER_ARG)
+    {
+        // A scan worker started by the appliance's PID 1: hardens itself, then runs a command.
+        return appliance::worker::worker_main(args.collect());
+    }
     if std::env::args_os().next().is_some_and(|a| a == "/init") {
         // Mounting and powering off are for the appliance's process 1 only, never a host's.
         eprintln!(

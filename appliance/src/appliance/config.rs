@@ -26,8 +26,6 @@ pub enum Origin {
     Cmdline,
     /// `coldscan.toml` on the config disk.
     ConfigDisk,
-    /// Built-in default.
-    Default,
 }
 
 impl fmt::Display for Origin {
@@ -35,7 +33,6 @@ impl fmt::Display for Origin {
         f.write_str(match self {
             Origin::Cmdline => "kernel command line",
             Origin::ConfigDisk => "coldscan.toml",
-            Origin::Default => "default",
         })
     }
 }
@@ -154,6 +151,9 @@ pub struct Config {
     pub ca_bundle: Option<String>,
     /// Seconds between heartbeats in daemon mode.
     pub heartbeat_seconds: u64,
+    /// Hardening self-test (`coldscan.selftest=seccomp-socket|seccomp-execve`): the first scan
+    /// worker attempts that forbidden call, and must be killed for it and reported.
+    pub selftest: Option<String>,
 }
 
 /// Default heartbeat interval.
@@ -187,6 +187,17 @@ struct TomlNetwork {
     gateway: Option<String>,
     #[serde(default)]
     dns: Vec<String>,
+}
+
+/// The value of the last `coldscan.self=` on a kernel command line, checked: needed before
+/// the config disk is found (the appliance's own disk is told apart by it).
+pub fn self_disk_from_cmdline(cmdline: &str) -> Result<Option<String>, ConfigError> {
+    cmdline_pairs(cmdline)
+        .into_iter()
+        .rev()
+        .find(|(k, _)| *k == "coldscan.self")
+        .map(|(k, v)| parse_guid(Origin::Cmdline, k, v))
+        .transpose()
 }
 
 /// The `coldscan.*` keys of a kernel command line, in order, as `(key, value)`.
@@ -396,6 +407,20 @@ impl Config {
                 "coldscan.jobs" => self.jobs = parse_jobs(o, key, value)?,
                 "coldscan.name" => self.name = Some(parse_name(o, key, value)?),
                 "coldscan.self" => self.self_disk = Some(parse_guid(o, key, value)?),
+                "coldscan.selftest" => {
+                    self.selftest = Some(match value {
+                        "seccomp-socket" => "socket".to_string(),
+                        "seccomp-execve" => "execve".to_string(),
+                        _ => {
+                            return Err(invalid(
+                                o,
+                                key,
+                                value,
+                                "expected seccomp-socket or seccomp-execve",
+                            ))
+                        }
+                    })
+                }
                 _ => {
                     return Err(ConfigError::UnknownKey {
                         origin: o,

@@ -164,3 +164,18 @@ fn token_is_not_echoed() {
     let e = Config::load("coldscan.token=s\u{7f}cret", None).unwrap_err();
     assert!(!e.to_string().contains("cret"), "{e}");
 }
+
+#[test]
+fn selftest_and_self_disk() {
+    let c = Config::load("coldscan.selftest=seccomp-socket", None).unwrap();
+    assert_eq!(c.selftest.as_deref(), Some("socket"));
+    let e = Config::load("coldscan.selftest=rm", None).unwrap_err();
+    assert!(e.to_string().contains("coldscan.selftest"), "{e}");
+    let guid = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+    assert_eq!(
+        self_disk_from_cmdline(&format!("quiet coldscan.self={guid}")).unwrap(),
+        Some(guid.to_ascii_lowercase())
+    );
+    assert_eq!(self_disk_from_cmdline("quiet").unwrap(), None);
+    assert!(self_disk_from_cmdline("coldscan.self=nope").is_err());
+}

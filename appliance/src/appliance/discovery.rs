@@ -14,8 +14,10 @@ use coldscan_scanner::block::{BlockSource, FileSource, SharedSource, Window};
 use coldscan_scanner::fs as cfs;
 use coldscan_scanner::partition;
 
-/// The config disk's filesystem label.
+/// The config disk's filesystem label (ext4).
 pub const CONFIG_LABEL: &str = "COLDSCAN-CFG";
+/// The config disk's label on FAT, whose labels hold at most 11 characters.
+pub const CONFIG_LABEL_FAT: &str = "COLDSCANCFG";
 /// Longest sysfs attribute read (serials and WWNs are short; VPD pages at most 255 + 4 bytes).
 const MAX_ATTR_BYTES: u64 = 4096;
 /// Most block devices considered (a bound on work, far above what a hypervisor attaches).
@@ -211,7 +213,8 @@ fn describe(dir: &Path, name: &str, dev_root: &Path) -> BlockDevice {
 pub enum DiskRole {
     /// The appliance's own boot disk (its GPT disk GUID matches).
     Appliance,
-    /// The config disk (filesystem label `COLDSCAN-CFG`); the partition index holding it.
+    /// The config disk (filesystem label `COLDSCAN-CFG`, or `COLDSCANCFG` on FAT); the
+    /// partition index holding it.
     Config {
         /// 0 for a whole-disk filesystem.
         partition: u32,
@@ -221,7 +224,7 @@ pub enum DiskRole {
 }
 
 /// Decides the role of an opened device: its GPT disk GUID against `self_guid`, then a volume
-/// labelled [`CONFIG_LABEL`] (FAT or ext, read with our own readers). Anything unreadable is a
+/// labelled [`CONFIG_LABEL`] or [`CONFIG_LABEL_FAT`] (FAT or ext, read with our own readers). Anything unreadable is a
 /// guest disk: it gets scanned and its report says what was wrong.
 pub fn role_of(source: SharedSource, self_guid: Option<&str>) -> DiskRole {
     let Ok(table) = partition::read_table(source.as_ref()) else {
@@ -246,7 +249,10 @@ pub fn role_of(source: SharedSource, self_guid: Option<&str>) -> DiskRole {
             Ok(Some(kind)) => cfs::open(vol, kind).ok().and_then(|f| f.label()),
             _ => None,
         };
-        if label.as_deref().map(str::trim) == Some(CONFIG_LABEL) {
+        if matches!(
+            label.as_deref().map(str::trim),
+            Some(CONFIG_LABEL | CONFIG_LABEL_FAT)
+        ) {
             return DiskRole::Config { partition: p.index };
         }
     }

@@ -37,6 +37,9 @@ pub enum HardeningError {
         /// seccompiler's message.
         detail: String,
     },
+    /// landlock could not be set up.
+    #[error("landlock: {0}")]
+    Landlock(String),
     /// The kernel refused the filter.
     #[error("installing the seccomp filter for {role:?}: {detail}")]
     Install {
@@ -166,6 +169,36 @@ pub fn apply(role: Role) -> Result<(), HardeningError> {
         role,
         detail: e.to_string(),
     })
+}
+
+/// Restricts this process's filesystem access with landlock (best effort: the kernel's ABI
+/// decides how much is enforced; Debian 12's 6.1 kernel has ABI v2): `read` paths (and what is
+/// beneath them) readable, `write` paths readable and writable, everything else refused.
+/// Paths that do not exist are skipped. Returns what the kernel enforced, for the log.
+pub fn restrict_filesystem(
+    read: &[std::path::PathBuf],
+    write: &[std::path::PathBuf],
+) -> Result<String, HardeningError> {
+    use landlock::{
+        path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI,
+    };
+    let abi = ABI::V2;
+    let fail = |e: landlock::RulesetError| HardeningError::Landlock(e.to_string());
+    let existing = |paths: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
+        paths.iter().filter(|p| p.exists()).cloned().collect()
+    };
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(fail)?
+        .create()
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(existing(read), AccessFs::from_read(abi)))
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(existing(write), AccessFs::from_all(abi)))
+        .map_err(fail)?
+        .restrict_self()
+        .map_err(fail)?;
+    Ok(format!("{:?}", status.ruleset))
 }
 
 #[cfg(test)]
