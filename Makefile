@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIXTURES := target/fixtures
 
-.PHONY: all bootstrap build release test lint fmt demo fuzz bench clean-fixtures
+.PHONY: all bootstrap build release test lint fmt demo fuzz bench clean-fixtures e2e
 
 all: build
 
@@ -29,6 +29,10 @@ test: lint
 
 fmt:
 	$(CARGO) fmt --all
+
+# Slow end-to-end tests that boot VMs under QEMU (TCG): the appliance as PID 1.
+e2e: bootstrap
+	$(CARGO) test --release -p coldscan --test appliance_qemu -- --ignored
 
 # Generates a guest disk and shows what coldscan sees on it.
 demo: bootstrap

@@ -1,0 +1,413 @@
+//! The appliance end to end under QEMU (TCG): `coldscan` as PID 1 with guest disks attached and
+//! a manager reached through user networking (`restrict=on`, `guestfwd`). Slow (each boot is
+//! tens of seconds under emulation): `#[ignore]`d, run by `make e2e`.
+//!
+//! - oneshot: three guest disks (a qcow2 chain whose top layer holds ext4 with planted files,
+//!   NTFS in VHDX with EICAR in an alternate data stream and clam.exe in a compressed folder, a
+//!   clean FAT disk): one report per disk with exactly the planted detections and the disk's
+//!   serial, the VM powers off by itself, every disk file is byte-identical afterwards;
+//! - a worker killed by its seccomp filter (the `coldscan.selftest` hook) and a corrupt disk do
+//!   not stop the others, and their reports say why (with the offset for the corrupt disk);
+//! - daemon mode with the manager down at boot: reports are delivered once it starts, each
+//!   exactly once; a job for an attached disk is scanned, reported and completed;
+//! - the serial console menu, driven through a unix socket: status, disks, power off; input that
+//!   looks like a shell command or a path is refused.
+
+mod qemu;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use coldscan_tests::content::Content;
+use coldscan_tests::images::{ext_image, fat_image, ExtOptions};
+use coldscan_tests::ntfs::ntfs_image;
+use coldscan_tests::testdb::{self, CLAM_REPORTED, EICAR_REPORTED};
+use coldscan_tests::tree::Tree;
+use qemu::{Disk, TestManager, Vm, VmOptions, TOKEN};
+
+const BOOT_LIMIT: Duration = Duration::from_secs(600);
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_coldscan"))
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn clam_exe() -> Vec<u8> {
+    std::fs::read(Path::new(testdb::TESTFILES_DIR).join("clam.exe")).unwrap()
+}
+
+/// The qcow2 chain: a clean ext4 base and a top layer holding only what changed when the
+/// planted files were added.
+fn qcow2_chain(dir: &Path) -> (Disk, PathBuf) {
+    let mut clean = Tree::new();
+    clean.file("/etc/hostname", b"guest-one\n");
+    clean.file("/home/user/notes.txt", b"nothing to see\n");
+    let mut infected = clean.clone();
+    infected.file("/home/user/eicar.com", &testdb::eicar());
+    infected.file("/opt/tools/clam.exe", &clam_exe());
+    let base_raw = dir.join("base.raw");
+    let new_raw = dir.join("new.raw");
+    ext_image(&base_raw, 16 << 20, &clean, &ExtOptions::ext4()).unwrap();
+    std::fs::copy(&base_raw, &new_raw).unwrap();
+    // Same filesystem, files added by debugfs-free means: rebuild with the same options.
+    ext_image(&new_raw, 16 << 20, &infected, &ExtOptions::ext4()).unwrap();
+    let base = dir.join("base.qcow2");
+    let top = dir.join("top.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "qcow2"])
+        .arg(&base_raw)
+        .arg(&base));
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&top));
+    coldscan_tests::layers::write_changes(&top, "qcow2", &base_raw, &new_raw, dir).unwrap();
+    (
+        Disk {
+            path: top,
+            format: "qcow2",
+            serial: "GUEST-QCOW2".into(),
+        },
+        base,
+    )
+}
+
+fn ntfs_vhdx(dir: &Path) -> Disk {
+    let mut tree = Tree::new();
+    tree.file("/Users/x/doc.txt", b"quarterly numbers\n");
+    tree.stream(
+        "/Users/x/doc.txt",
+        "hidden",
+        Content::Bytes(testdb::eicar()),
+    );
+    tree.dir("/Compressed");
+    tree.compressed_dirs.insert("/Compressed".into());
+    tree.file("/Compressed/clam.exe", &clam_exe());
+    let raw = dir.join("ntfs.raw");
+    ntfs_image(&raw, 32 << 20, 512, &tree).unwrap();
+    let vhdx = dir.join("ntfs.vhdx");
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "vhdx"])
+        .arg(&raw)
+        .arg(&vhdx));
+    Disk {
+        path: vhdx,
+        format: "vhdx",
+        serial: "GUEST-NTFS".into(),
+    }
+}
+
+fn fat_clean(dir: &Path, name: &str, serial: &str) -> Disk {
+    let mut tree = Tree::new();
+    tree.file("/README.TXT", b"clean disk\n");
+    tree.file("/DOCS/LETTER.TXT", b"dear reader\n");
+    let raw = dir.join(name);
+    fat_image(&raw, 16 << 20, 16, 512, &tree).unwrap();
+    Disk {
+        path: raw,
+        format: "raw",
+        serial: serial.into(),
+    }
+}
+
+/// The (path, stream, signature) set of a report.
+fn detections(report: &serde_json::Value) -> BTreeSet<(String, Option<String>, String)> {
+    report["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["stream"].as_str().map(String::from),
+                d["signature"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn report_for<'a>(reports: &'a [qemu::Received], serial: &str) -> &'a serde_json::Value {
+    let want = format!("virtio-{serial}");
+    let found: Vec<&qemu::Received> = reports
+        .iter()
+        .filter(|r| r.report["targets"][0]["target"] == want.as_str())
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "reports for {want}: {:#?}",
+        reports
+            .iter()
+            .map(|r| &r.report["targets"])
+            .collect::<Vec<_>>()
+    );
+    &found[0].report
+}
+
+fn manager_cmdline(extra: &str) -> String {
+    format!(
+        "coldscan.net=dhcp coldscan.manager=http://{} coldscan.token={TOKEN} {extra}",
+        qemu::GUEST_MANAGER
+    )
+}
+
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn oneshot_three_disks_one_report_each_and_power_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, base) = qcow2_chain(dir.path());
+    let ntfs = ntfs_vhdx(dir.path());
+    let fat = fat_clean(dir.path(), "fat.raw", "GUEST-FAT");
+    let files = [
+        chain.path.clone(),
+        base.clone(),
+        ntfs.path.clone(),
+        fat.path.clone(),
+    ];
+    let before: Vec<String> = files.iter().map(|f| qemu::sha256_file(f)).collect();
+
+    let manager = TestManager::start(0);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=oneshot"),
+            disks: vec![chain, ntfs, fat],
+            manager_port: Some(manager.port),
+            console_socket: false,
+        },
+    );
+    let log = vm.wait_powered_off(BOOT_LIMIT);
+    assert!(log.contains("coldscan appliance ready"), "{log}");
+    assert!(
+        log.contains("oneshot finished: 3 disk(s), 4 detection(s), exit status 1"),
+        "{log}"
+    );
+    assert!(log.contains("network: eth0 10.0.2.15/24 (dhcp"), "{log}");
+    assert!(!log.contains("Kernel panic"), "{log}");
+
+    let reports = manager.reports();
+    assert_eq!(reports.len(), 3, "{log}");
+    let r = report_for(&reports, "GUEST-QCOW2");
+    assert_eq!(
+        detections(r),
+        BTreeSet::from([
+            ("/home/user/eicar.com".into(), None, EICAR_REPORTED.into()),
+            ("/opt/tools/clam.exe".into(), None, CLAM_REPORTED.into()),
+        ]),
+        "{r:#}"
+    );
+    let r = report_for(&reports, "GUEST-NTFS");
+    assert_eq!(
+        detections(r),
+        BTreeSet::from([
+            (
+                "/Users/x/doc.txt:hidden".into(),
+                Some("hidden".into()),
+                EICAR_REPORTED.into()
+            ),
+            ("/Compressed/clam.exe".into(), None, CLAM_REPORTED.into()),
+        ]),
+        "{r:#}"
+    );
+    let r = report_for(&reports, "GUEST-FAT");
+    assert!(detections(r).is_empty(), "{r:#}");
+    assert!(r["not_scanned"].as_array().unwrap().is_empty(), "{r:#}");
+    assert!(r["stats"]["files"].as_u64().unwrap() >= 2, "{r:#}");
+    for rec in &reports {
+        let text = rec.report.to_string();
+        assert!(
+            !text.contains("/dev/vd"),
+            "a report names a kernel device: {text}"
+        );
+    }
+    let after: Vec<String> = files.iter().map(|f| qemu::sha256_file(f)).collect();
+    assert_eq!(before, after, "a guest disk file changed");
+}
+
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn killed_worker_and_corrupt_disk_do_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    // vda: its worker tries socket() after hardening (self-test) and must die by SIGSYS.
+    let victim = fat_clean(dir.path(), "victim.raw", "GUEST-VICTIM");
+    // vdb: an ext4 disk whose root inode table is overwritten.
+    let mut tree = Tree::new();
+    tree.file("/etc/hostname", b"broken\n");
+    let corrupt = dir.path().join("corrupt.raw");
+    ext_image(&corrupt, 16 << 20, &tree, &ExtOptions::ext4()).unwrap();
+    corrupt_ext_root(&corrupt);
+    // vdc: fine.
+    let fine = fat_clean(dir.path(), "fine.raw", "GUEST-FINE");
+    let manager = TestManager::start(0);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=oneshot coldscan.selftest=seccomp-socket"),
+            disks: vec![
+                victim,
+                Disk {
+                    path: corrupt,
+                    format: "raw",
+                    serial: "GUEST-CORRUPT".into(),
+                },
+                fine,
+            ],
+            manager_port: Some(manager.port),
+            console_socket: false,
+        },
+    );
+    let log = vm.wait_powered_off(BOOT_LIMIT);
+    assert!(log.contains("SIGSYS"), "{log}");
+    assert!(
+        log.contains("oneshot finished: 3 disk(s), 0 detection(s), exit status 2"),
+        "{log}"
+    );
+    let reports = manager.reports();
+    assert_eq!(reports.len(), 3, "{log}");
+    let victim = report_for(&reports, "GUEST-VICTIM");
+    let ns = &victim["not_scanned"][0];
+    assert_eq!(ns["reason"], "engine-error", "{victim:#}");
+    assert!(
+        ns["detail"].as_str().unwrap().contains("SIGSYS"),
+        "{victim:#}"
+    );
+    let corrupt = report_for(&reports, "GUEST-CORRUPT");
+    let details: Vec<&str> = corrupt["not_scanned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["detail"].as_str())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("0x")),
+        "no offset in the corrupt disk's errors: {corrupt:#}"
+    );
+    let fine = report_for(&reports, "GUEST-FINE");
+    assert!(
+        fine["not_scanned"].as_array().unwrap().is_empty(),
+        "{fine:#}"
+    );
+    assert!(fine["stats"]["files"].as_u64().unwrap() >= 2, "{fine:#}");
+}
+
+/// Overwrites the inode table block holding the root directory's inode with garbage.
+fn corrupt_ext_root(img: &Path) {
+    let out = Command::new("debugfs")
+        .args(["-R", "imap <2>"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "Inode 2 is part of block group 0\n\tlocated at block 1234, offset 0x0100"
+    let block: u64 = text
+        .split("located at block ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|b| b.trim().parse().ok())
+        .unwrap_or_else(|| panic!("debugfs imap: {text}"));
+    let garbage = vec![0xA5u8; 4096];
+    coldscan_tests::images::patch(img, block * 4096, &garbage).unwrap();
+}
+
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn daemon_delivers_once_the_manager_is_up_and_runs_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = fat_clean(dir.path(), "daemon.raw", "GUEST-DAEMON");
+    let port = TestManager::free_port();
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=daemon"),
+            disks: vec![disk],
+            manager_port: Some(port),
+            console_socket: false,
+        },
+    );
+    // The boot scan's report waits in the spool while nobody listens.
+    vm.wait_for("disk virtio-GUEST-DAEMON:", BOOT_LIMIT);
+    vm.wait_for("manager unreachable", BOOT_LIMIT);
+    let manager = TestManager::start(port);
+    vm.wait_for("delivered to the manager as scan 1", BOOT_LIMIT);
+    manager.add_job(7, "GUEST-DAEMON");
+    vm.wait_for("job 7: scan GUEST-DAEMON", BOOT_LIMIT);
+    vm.wait_for("delivered to the manager as scan 2", BOOT_LIMIT);
+    let start = std::time::Instant::now();
+    while manager.completed().is_empty() && start.elapsed() < BOOT_LIMIT {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(manager.completed(), [(7, serde_json::json!({"report": 2}))]);
+    let reports = manager.reports();
+    assert_eq!(reports.len(), 2);
+    let keys: BTreeSet<&str> = reports.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys.len(), 2, "each report under its own key");
+    assert!(manager.heartbeats() >= 1);
+}
+
+/// Sends `line` on the console socket and reads until `needle` appears.
+fn console_exchange(sock: &mut UnixStream, line: &str, needle: &str) -> String {
+    sock.write_all(line.as_bytes()).unwrap();
+    sock.write_all(b"\n").unwrap();
+    let mut seen = String::new();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    while !seen.contains(needle) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {needle:?} after {line:?}:\n{seen}"
+        );
+        match sock.read(&mut buf) {
+            Ok(0) => panic!("console closed:\n{seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    seen
+}
+
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn console_menu_status_disks_power_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = fat_clean(dir.path(), "menu.raw", "GUEST-MENU");
+    let manager = TestManager::start(0);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=daemon"),
+            disks: vec![disk],
+            manager_port: Some(manager.port),
+            console_socket: true,
+        },
+    );
+    vm.wait_for("delivered to the manager as scan 1", BOOT_LIMIT);
+    let mut sock = UnixStream::connect(vm.socket.as_ref().unwrap()).unwrap();
+    console_exchange(&mut sock, "", "8 power off");
+    let status = console_exchange(&mut sock, "1", "spool:");
+    assert!(status.contains("mode: daemon"), "{status}");
+    let disks = console_exchange(&mut sock, "2", "virtio-GUEST-MENU");
+    assert!(disks.contains("guest"), "{disks}");
+    // The layout comes from a hardened worker running `coldscan info`.
+    console_exchange(&mut sock, "", "choice:");
+    for hostile in ["/bin/sh", "$(reboot)", "../../etc/passwd", "2; poweroff"] {
+        console_exchange(&mut sock, hostile, "unknown choice");
+    }
+    console_exchange(&mut sock, "8", "type yes");
+    console_exchange(&mut sock, "yes", "powering off");
+    let log = vm.wait_powered_off(Duration::from_secs(120));
+    assert!(log.contains("power off from the console menu"), "{log}");
+    assert!(!log.contains("Kernel panic"), "{log}");
+}
