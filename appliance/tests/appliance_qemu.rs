@@ -186,6 +186,7 @@ fn oneshot_three_disks_one_report_each_and_power_off() {
             disks: vec![chain, ntfs, fat],
             manager_port: Some(manager.port),
             console_socket: false,
+            ..VmOptions::default()
         },
     );
     let log = vm.wait_powered_off(BOOT_LIMIT);
@@ -266,6 +267,7 @@ fn killed_worker_and_corrupt_disk_do_not_stop_the_others() {
             ],
             manager_port: Some(manager.port),
             console_socket: false,
+            ..VmOptions::default()
         },
     );
     let log = vm.wait_powered_off(BOOT_LIMIT);
@@ -334,6 +336,7 @@ fn daemon_delivers_once_the_manager_is_up_and_runs_jobs() {
             disks: vec![disk],
             manager_port: Some(port),
             console_socket: false,
+            ..VmOptions::default()
         },
     );
     // The boot scan's report waits in the spool while nobody listens.
@@ -391,6 +394,7 @@ fn console_menu_status_disks_power_off() {
             disks: vec![disk],
             manager_port: Some(manager.port),
             console_socket: true,
+            ..VmOptions::default()
         },
     );
     vm.wait_for("delivered to the manager as scan 1", BOOT_LIMIT);
@@ -398,9 +402,13 @@ fn console_menu_status_disks_power_off() {
     console_exchange(&mut sock, "", "8 power off");
     let status = console_exchange(&mut sock, "1", "spool:");
     assert!(status.contains("mode: daemon"), "{status}");
-    let disks = console_exchange(&mut sock, "2", "virtio-GUEST-MENU");
-    assert!(disks.contains("guest"), "{disks}");
     // The layout comes from a hardened worker running `coldscan info`.
+    let disks = console_exchange(&mut sock, "2", "fat16");
+    assert!(
+        disks.contains("disk virtio-GUEST-MENU (vda, 16.0 MiB): guest"),
+        "{disks}"
+    );
+    assert!(!disks.contains("SIGSYS"), "{disks}");
     console_exchange(&mut sock, "", "choice:");
     for hostile in ["/bin/sh", "$(reboot)", "../../etc/passwd", "2; poweroff"] {
         console_exchange(&mut sock, hostile, "unknown choice");
@@ -410,4 +418,98 @@ fn console_menu_status_disks_power_off() {
     let log = vm.wait_powered_off(Duration::from_secs(120));
     assert!(log.contains("power off from the console menu"), "{log}");
     assert!(!log.contains("Kernel panic"), "{log}");
+}
+
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn acpi_power_button_powers_off() {
+    let manager = TestManager::start(0);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=daemon"),
+            manager_port: Some(manager.port),
+            ..VmOptions::default()
+        },
+    );
+    vm.wait_for("press Enter on this console", BOOT_LIMIT);
+    vm.wait_for("reports go to", BOOT_LIMIT);
+    vm.monitor("system_powerdown");
+    let log = vm.wait_powered_off(Duration::from_secs(120));
+    assert!(log.contains("ACPI power button: powering off"), "{log}");
+}
+
+/// A FAT config disk (label COLDSCANCFG) with coldscan.toml (static network, the manager) and a
+/// signature database that replaces the baked one: only EICAR is known then, so clam.exe on
+/// the guest disk is not detected; the config disk itself is not scanned.
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn config_disk_sets_network_manager_and_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut guest_tree = Tree::new();
+    guest_tree.file("/eicar.com", &testdb::eicar());
+    guest_tree.file("/clam.exe", &clam_exe());
+    let guest = dir.path().join("guest.raw");
+    ext_image(&guest, 16 << 20, &guest_tree, &ExtOptions::ext4()).unwrap();
+
+    let cfg_tree = dir.path().join("cfg");
+    std::fs::create_dir_all(cfg_tree.join("db")).unwrap();
+    std::fs::write(
+        cfg_tree.join("coldscan.toml"),
+        format!(
+            "mode = \"oneshot\"\n[manager]\nurl = \"http://{}\"\ntoken = \"{TOKEN}\"\n[network]\nmode = \"static\"\naddress = \"10.0.2.20/24\"\ngateway = \"10.0.2.2\"\n",
+            qemu::GUEST_MANAGER
+        ),
+    )
+    .unwrap();
+    std::fs::write(cfg_tree.join("db/site.ndb"), testdb::eicar_ndb()).unwrap();
+    let cfg = dir.path().join("cfg.img");
+    run(Command::new("truncate").arg("-s").arg("8M").arg(&cfg));
+    run(Command::new("mkfs.vfat")
+        .args(["-n", "COLDSCANCFG"])
+        .arg(&cfg));
+    for f in ["coldscan.toml", "db"] {
+        run(Command::new("mcopy")
+            .args(["-s", "-i"])
+            .arg(&cfg)
+            .arg(cfg_tree.join(f))
+            .arg("::"));
+    }
+    let manager = TestManager::start(0);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: String::new(),
+            extra_disks: vec![Disk {
+                path: cfg,
+                format: "raw",
+                serial: "CONFIG".into(),
+            }],
+            disks: vec![Disk {
+                path: guest,
+                format: "raw",
+                serial: "GUEST-CFG".into(),
+            }],
+            manager_port: Some(manager.port),
+            ..VmOptions::default()
+        },
+    );
+    let log = vm.wait_powered_off(BOOT_LIMIT);
+    assert!(log.contains("config disk (not scanned)"), "{log}");
+    assert!(
+        log.contains("network: eth0 10.0.2.20/24 (static) gateway 10.0.2.2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("signatures from /run/coldscan/config/db"),
+        "{log}"
+    );
+    let reports = manager.reports();
+    assert_eq!(reports.len(), 1, "{log}");
+    let r = report_for(&reports, "GUEST-CFG");
+    assert_eq!(
+        detections(r),
+        BTreeSet::from([("/eicar.com".into(), None, EICAR_REPORTED.into())]),
+        "{r:#}"
+    );
 }

@@ -235,6 +235,8 @@ pub struct VmOptions {
     pub manager_port: Option<u16>,
     /// Serial console on a unix socket (for the menu) instead of a plain log file.
     pub console_socket: bool,
+    /// Disks attached before the guest disks (a config disk), with their QEMU format.
+    pub extra_disks: Vec<Disk>,
 }
 
 /// A running VM.
@@ -245,6 +247,8 @@ pub struct Vm {
     pub log: PathBuf,
     /// The console socket, if any.
     pub socket: Option<PathBuf>,
+    /// The QEMU monitor's unix socket.
+    pub monitor: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -259,7 +263,10 @@ impl Vm {
         cmd.args([
             "-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2",
         ]);
-        cmd.args(["-display", "none", "-no-reboot", "-monitor", "none"]);
+        let monitor = dir.path().join("monitor.sock");
+        cmd.args(["-display", "none", "-no-reboot"]);
+        cmd.arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()));
         cmd.arg("-kernel")
             .arg(&kernel.image)
             .arg("-initrd")
@@ -282,7 +289,7 @@ impl Vm {
                 cmd.arg("-serial").arg(format!("file:{}", log.display()));
             }
         }
-        for (i, d) in opts.disks.iter().enumerate() {
+        for (i, d) in opts.extra_disks.iter().chain(&opts.disks).enumerate() {
             cmd.arg("-drive").arg(format!(
                 "file={},format={},if=none,id=d{i},cache=unsafe",
                 d.path.display(),
@@ -312,6 +319,7 @@ impl Vm {
             child,
             log,
             socket,
+            monitor,
             _dir: dir,
         }
     }
@@ -340,6 +348,14 @@ impl Vm {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Sends a command to the QEMU monitor (`system_powerdown` presses the ACPI power button).
+    pub fn monitor(&self, command: &str) {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.monitor).unwrap();
+        writeln!(s, "{command}").unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     /// Waits for QEMU to end (the guest powered off); panics after `limit` with the log.
