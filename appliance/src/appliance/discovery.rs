@@ -18,6 +18,9 @@ use coldscan_scanner::partition;
 pub const CONFIG_LABEL: &str = "COLDSCAN-CFG";
 /// The config disk's label on FAT, whose labels hold at most 11 characters.
 pub const CONFIG_LABEL_FAT: &str = "COLDSCANCFG";
+/// The label of the appliance image's own EFI system partition (`coldscan-image`): a disk
+/// holding it is the appliance's boot disk even without `coldscan.self`.
+pub const APPLIANCE_ESP_LABEL: &str = "COLDSCANESP";
 /// Longest sysfs attribute read (serials and WWNs are short; VPD pages at most 255 + 4 bytes).
 const MAX_ATTR_BYTES: u64 = 4096;
 /// Most block devices considered (a bound on work, far above what a hypervisor attaches).
@@ -249,11 +252,12 @@ pub fn role_of(source: SharedSource, self_guid: Option<&str>) -> DiskRole {
             Ok(Some(kind)) => cfs::open(vol, kind).ok().and_then(|f| f.label()),
             _ => None,
         };
-        if matches!(
-            label.as_deref().map(str::trim),
-            Some(CONFIG_LABEL | CONFIG_LABEL_FAT)
-        ) {
-            return DiskRole::Config { partition: p.index };
+        match label.as_deref().map(str::trim) {
+            Some(CONFIG_LABEL | CONFIG_LABEL_FAT) => {
+                return DiskRole::Config { partition: p.index }
+            }
+            Some(APPLIANCE_ESP_LABEL) => return DiskRole::Appliance,
+            _ => {}
         }
     }
     DiskRole::Guest

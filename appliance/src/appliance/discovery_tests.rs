@@ -208,6 +208,14 @@ fn roles_by_disk_guid_and_label() {
         DiskRole::Config { partition: 1 }
     );
     assert_eq!(role_of_path(&guest, Some(own)), DiskRole::Guest);
+    // The image's ESP label marks the appliance disk without coldscan.self.
+    let image = gpt_disk(
+        tmp.path(),
+        "image.img",
+        "6c0dd5ca-7b1e-4a7e-9c41-000000000004",
+        APPLIANCE_ESP_LABEL,
+    );
+    assert_eq!(role_of_path(&image, None), DiskRole::Appliance);
 
     // A whole-disk ext4 config disk, and garbage.
     let whole = tmp.path().join("whole.img");

@@ -2,8 +2,9 @@
 //!
 //! The image's kernel has its disk, network and input drivers as modules and no `modprobe`: the
 //! image builder writes the module closure in dependency order to [`MODULE_LIST`], one path per
-//! line relative to `/lib/modules/<release>/` (`#` comments and blank lines ignored), and PID 1
-//! loads them in that order. `ENODEV` (no such hardware), `EEXIST` (built in or already loaded)
+//! line (`#` comments and blank lines ignored), and PID 1 loads them in that order. A path is
+//! absolute under `/lib/modules/` or `/usr/lib/modules/` (as `coldscan-image` writes them), or
+//! relative to `/lib/modules/<release>/`. `ENODEV` (no such hardware), `EEXIST` (built in or already loaded)
 //! and `ENOENT` for a module the list names but the image lacks are not errors: a driver for an
 //! absent device is normal on an appliance that runs on several hypervisors.
 
@@ -27,8 +28,11 @@ pub struct ModuleSummary {
     pub failed: Vec<(String, String)>,
 }
 
-/// Parses a module list: relative paths, in order. Absolute paths and `..` are refused (a line
-/// is never allowed to leave the modules directory).
+/// Directories an absolute module path may be in.
+const MODULE_ROOTS: &[&str] = &["/lib/modules/", "/usr/lib/modules/"];
+
+/// Parses a module list, in order. A line is never allowed to leave the modules directories:
+/// `..`, and absolute paths elsewhere, are refused.
 pub fn parse_list(text: &str) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -37,9 +41,16 @@ pub fn parse_list(text: &str) -> Result<Vec<PathBuf>, String> {
             continue;
         }
         let path = Path::new(line);
-        if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        let rest = MODULE_ROOTS
+            .iter()
+            .find_map(|root| line.strip_prefix(root))
+            .map(Path::new)
+            .unwrap_or(path);
+        let inside = !rest.as_os_str().is_empty()
+            && rest.components().all(|c| matches!(c, Component::Normal(_)));
+        if !inside {
             return Err(format!(
-                "{MODULE_LIST} line {}: {line:?} is not a relative path inside the modules directory",
+                "{MODULE_LIST} line {}: {line:?} is not a path inside the modules directory",
                 n + 1
             ));
         }
@@ -111,6 +122,20 @@ mod tests {
                 PathBuf::from("kernel/drivers/block/virtio_blk.ko")
             ]
         );
+    }
+
+    #[test]
+    fn list_takes_absolute_paths_under_the_module_roots() {
+        let l = parse_list("/usr/lib/modules/6.1.0-57-amd64/kernel/drivers/virtio/virtio.ko\n")
+            .unwrap();
+        assert_eq!(
+            l,
+            [PathBuf::from(
+                "/usr/lib/modules/6.1.0-57-amd64/kernel/drivers/virtio/virtio.ko"
+            )]
+        );
+        assert!(parse_list("/usr/lib/modules/../../etc/x.ko\n").is_err());
+        assert!(parse_list("/lib/modules/\n").is_err());
     }
 
     #[test]
