@@ -43,7 +43,7 @@ impl DiskArgs {
 enum Command {
     /// Scan every file of every volume of the targets (disk images, devices, host directories)
     /// for malware with libclamav.
-    Scan(ScanArgs),
+    Scan(Box<ScanArgs>),
     /// List every file, directory, link and stream of every volume of the targets.
     Ls(LsArgs),
     /// Describe the targets: format, chain, partition table, volumes and filesystems.
@@ -90,11 +90,17 @@ pub struct ScanArgs {
     /// be read at all still exit 2.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Verdict cache (an SQLite file, created if missing): contents scanned completely before
+    /// with the same engine, signatures and limits are not scanned again. A file that is not a
+    /// coldscan cache, or is damaged, is left alone with a warning and the scan runs without it.
+    #[arg(long, value_name = "PATH")]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub disk: DiskArgs,
     #[command(flatten)]
     pub manager: ManagerArgs,
-    /// Disk images, block devices, or host directories.
+    /// Disk images, block devices, host directories, or host files (a file that is not a disk
+    /// image is scanned as one file).
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
 }

@@ -191,6 +191,30 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: ext3_sparse,
     },
     FixtureDef {
+        name: "xfs-whole",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_whole,
+    },
+    FixtureDef {
+        name: "xfs-4k-sectors",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_4k_sectors,
+    },
+    FixtureDef {
+        name: "xfs-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_crash,
+    },
+    FixtureDef {
+        name: "xfs-crash-small-log",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_crash_small_log,
+    },
+    FixtureDef {
         name: "truncated",
         malformed: true,
         needs_ntfs: false,
@@ -459,6 +483,7 @@ enum FsSpec {
     Ext(ExtOptions),
     Fat { bits: u32, sector: u32 },
     Ntfs { sector: u32 },
+    Xfs(crate::xfs::XfsOptions),
 }
 
 impl FsSpec {
@@ -467,6 +492,7 @@ impl FsSpec {
             FsSpec::Ext(_) => Flavour::Ext,
             FsSpec::Fat { .. } => Flavour::Fat,
             FsSpec::Ntfs { .. } => Flavour::Ntfs,
+            FsSpec::Xfs(_) => Flavour::Ext,
         }
     }
 
@@ -476,6 +502,7 @@ impl FsSpec {
             FsSpec::Ext(o) => o.fs_type.to_string(),
             FsSpec::Fat { bits, .. } => format!("fat{bits}"),
             FsSpec::Ntfs { .. } => "ntfs".to_string(),
+            FsSpec::Xfs(_) => "xfs".to_string(),
         }
     }
 
@@ -512,6 +539,7 @@ impl Builder {
             }
             FsSpec::Fat { bits, sector } => images::fat_image(&img, size, *bits, *sector, &tree)?,
             FsSpec::Ntfs { sector } => crate::ntfs::ntfs_image(&img, size, *sector, &tree)?,
+            FsSpec::Xfs(o) => crate::xfs::xfs_image(&img, size, &tree, *o)?,
         }
         Ok((img, tree))
     }
@@ -720,6 +748,99 @@ fn ext4_whole(b: &mut Builder) -> anyhow::Result<Outline> {
         512,
         "none",
     ))
+}
+
+fn xfs_whole(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = trees::rich_tree("xfs-whole");
+    trees::add_deep_nesting(&mut t, 60);
+    trees::add_many_files(&mut t, 10_000);
+    trees::add_fragmented(&mut t, "/fragmented/every-other-block.img", 3000);
+    let opts = crate::xfs::XfsOptions {
+        crc: true,
+        sector: 512,
+    };
+    b.whole_disk(320 * MIB, &FsSpec::Xfs(opts), &t)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5: 60-deep nesting, a directory of 10,000 files (node directory), a file of 3,000 extents (btree extent map)",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_4k_sectors(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = trees::rich_tree("xfs-4k-sectors");
+    trees::add_many_files(&mut t, 1000);
+    trees::add_fragmented(&mut t, "/fragmented/every-other-block.img", 400);
+    // v4 (crc=0) cannot be written here: this kernel refuses to mount it; the scanner's unit
+    // tests cover v4 with mkfs.xfs -p.
+    let opts = crate::xfs::XfsOptions {
+        crc: true,
+        sector: 4096,
+    };
+    b.whole_disk(320 * MIB, &FsSpec::Xfs(opts), &t)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5 with 4096-byte sectors: node directory, btree extent map",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    xfs_crash_common(b, "xfs-crash", 512, None)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5 copied while a writer runs (dirty log; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_crash_small_log(b: &mut Builder) -> anyhow::Result<Outline> {
+    xfs_crash_common(b, "xfs-crash-small-log", 4096, Some("5m"))?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5, 4096-byte sectors and a 5 MiB log that wraps, copied while a writer runs; the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+/// A crash-consistent XFS image ([`crate::crash`]): the manifest is what the kernel lists after
+/// replaying its log, and the fsync'ed EICAR planted just before the copy must be detected.
+fn xfs_crash_common(
+    b: &mut Builder,
+    tag: &str,
+    sector: u32,
+    log: Option<&str>,
+) -> anyhow::Result<()> {
+    let seed = trees::rich_tree(tag).for_flavour(Flavour::Ext);
+    let size = 320 * MIB;
+    let disk = b.disk();
+    let opts = crate::xfs::XfsOptions { crc: true, sector };
+    let eicar = crate::testdb::eicar();
+    let spec = crate::crash::CrashSpec {
+        size,
+        opts,
+        log_size: log,
+        planted_path: "/planted/eicar.com",
+        planted: &eicar,
+    };
+    let c = crate::crash::xfs_crash_image(&b.dir, &disk, &seed, &spec)?;
+    b.records.extend(c.records);
+    b.volumes.push(VolumeMeta {
+        partition: 0,
+        fs: "xfs".into(),
+        start: 0,
+        size,
+        listed: true,
+        tsk: false,
+        tsk_hidden: Vec::new(),
+        optional: Vec::new(),
+    });
+    b.detections.push(ExpectedDetection {
+        partition: 0,
+        path: c.planted,
+        stream: None,
+    });
+    Ok(())
 }
 
 fn gpt_4k(b: &mut Builder) -> anyhow::Result<Outline> {
@@ -943,7 +1064,8 @@ fn zeroed_superblock(b: &mut Builder) -> anyhow::Result<Outline> {
         "GPT disk whose ext4 partition 1 has its superblock zeroed; FAT32 partition 2 intact",
         512,
         "gpt",
-        &["partition 1"],
+        // A Linux-typed partition promises a filesystem: corrupt at the superblock's offset.
+        &["partition 1", "corrupt at byte 0x400"],
     ))
 }
 

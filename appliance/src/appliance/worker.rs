@@ -132,6 +132,7 @@ pub fn failure_report(identity: &str, size: u64, detail: &str) -> ScanReport {
         not_scanned: vec![NotScanned {
             target: identity.to_string(),
             partition: None,
+            volume: None,
             path: None,
             reason: Reason::EngineError,
             detail: detail.to_string(),
@@ -337,6 +338,7 @@ mod tests {
         r.targets[0].chain = vec!["/dev/vdb".into()];
         r.targets[0].partitions.push(PartitionReport {
             index: 1,
+            volume: None,
             scheme: "gpt".into(),
             type_id: "x".into(),
             start: 0,
@@ -347,6 +349,8 @@ mod tests {
         r.detections.push(Detection {
             target: "/dev/vdb".into(),
             partition: 1,
+            volume: None,
+            cached: false,
             path: "/x".into(),
             stream: None,
             size: 1,

@@ -12,9 +12,12 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod bounded;
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
+pub mod xfs;
 
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -35,6 +38,10 @@ pub enum FsKind {
     Fat16,
     /// FAT32.
     Fat32,
+    /// XFS (v4 and v5).
+    Xfs,
+    /// Btrfs.
+    Btrfs,
 }
 
 impl FsKind {
@@ -48,6 +55,8 @@ impl FsKind {
             FsKind::Fat12 => "fat12",
             FsKind::Fat16 => "fat16",
             FsKind::Fat32 => "fat32",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
@@ -235,6 +244,22 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
             return Ok(Some(kind));
         }
     }
+    let mut first = [0u8; 4];
+    if volume.size() >= xfs::superblock::SUPERBLOCK_READ as u64 {
+        volume.read_exact_at(0, &mut first)?;
+        if xfs::probe_xfs(&first) {
+            return Ok(Some(FsKind::Xfs));
+        }
+    }
+    let mut btrfs_sb = [0u8; 0x48];
+    if volume.size()
+        >= btrfs::superblock::SUPERBLOCK_OFFSETS[0] + btrfs::superblock::SUPERBLOCK_SIZE as u64
+    {
+        volume.read_exact_at(btrfs::superblock::SUPERBLOCK_OFFSETS[0], &mut btrfs_sb)?;
+        if btrfs::probe(&btrfs_sb) {
+            return Ok(Some(FsKind::Btrfs));
+        }
+    }
     if ntfs::probe(volume.as_ref())? {
         return Ok(Some(FsKind::Ntfs));
     }
@@ -248,9 +273,11 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
     Ok(None)
 }
 
-/// Opens `volume` as a filesystem of `kind`.
+/// Opens `volume` as a filesystem of `kind`, its entries bounded by the volume's size
+/// ([`bounded::SizeBounded`]).
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
-    Ok(match kind {
+    let size = volume.size();
+    let inner: SharedFilesystem = match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             std::sync::Arc::new(ext::ExtVolume::open(volume)?)
         }
@@ -258,5 +285,8 @@ pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             std::sync::Arc::new(fat::FatVolume::open(volume)?)
         }
-    })
+        FsKind::Xfs => std::sync::Arc::new(xfs::XfsVolume::open(volume)?),
+        FsKind::Btrfs => std::sync::Arc::new(btrfs::BtrfsVolume::open(volume)?),
+    };
+    Ok(std::sync::Arc::new(bounded::SizeBounded::new(inner, size)))
 }
