@@ -153,9 +153,20 @@ fn copy_into(staging: &Path, src: &Path, dest: &str) {
         .unwrap_or_else(|e| panic!("{} -> {}: {e}", src.display(), to.display()));
 }
 
+/// Tests run in parallel threads: one prepares the kernel and initramfs, the others wait.
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// The kernel and the initramfs for `binary`, prepared once.
+pub fn boot_files(binary: &Path) -> (Kernel, PathBuf) {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let kernel = kernel();
+    let initrd = initramfs(&kernel, binary);
+    (kernel, initrd)
+}
+
 /// Builds the test initramfs (zstd-compressed newc cpio) for `binary`, cached by the binary's
 /// modification time.
-pub fn initramfs(kernel: &Kernel, binary: &Path) -> PathBuf {
+fn initramfs(kernel: &Kernel, binary: &Path) -> PathBuf {
     let dir = cache_dir();
     let out = dir.join("initramfs.cpio.zst");
     let stamp = format!(
@@ -202,12 +213,14 @@ pub fn initramfs(kernel: &Kernel, binary: &Path) -> PathBuf {
     run(Command::new("mknod")
         .arg(staging.join("dev/console"))
         .args(["c", "5", "1"]));
+    let tmp = dir.join("initramfs.cpio.zst.tmp");
     let script = format!(
-        "cd {} && find . -print0 | LC_ALL=C sort -z | cpio --quiet -o -0 -H newc -R 0:0 | zstd -q -3 -T0 -f -o {}",
+        "set -o pipefail; cd {} && find . -print0 | LC_ALL=C sort -z | cpio --quiet -o -0 -H newc -R 0:0 | zstd -q -3 -T0 -f -o {}",
         staging.display(),
-        out.display()
+        tmp.display()
     );
     run(Command::new("bash").arg("-c").arg(script));
+    std::fs::rename(&tmp, &out).unwrap();
     std::fs::write(stamp_file, stamp).unwrap();
     let _ = std::fs::remove_dir_all(&staging);
     out
@@ -255,8 +268,7 @@ pub struct Vm {
 impl Vm {
     /// Boots `binary` with `opts`.
     pub fn start(binary: &Path, opts: &VmOptions) -> Vm {
-        let kernel = kernel();
-        let initrd = initramfs(&kernel, binary);
+        let (kernel, initrd) = boot_files(binary);
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serial.log");
         let mut cmd = Command::new("qemu-system-x86_64");
