@@ -36,6 +36,7 @@ fmt:
 
 # Slow end-to-end tests that boot VMs under QEMU (TCG): the appliance as PID 1.
 e2e: bootstrap
+	$(CARGO) build --release -p coldscan -p coldscan-image
 	$(CARGO) test --release -p coldscan --test appliance_qemu -- --ignored
 
 # Generates a guest disk and shows what coldscan sees on it.

@@ -513,3 +513,77 @@ fn config_disk_sets_network_manager_and_signatures() {
         "{r:#}"
     );
 }
+
+/// The image `coldscan-image` builds, booted under OVMF (UKI on a GPT/FAT32 ESP): the appliance
+/// disk is recognised and not scanned, the config disk (ext4 this time) gives the mode, the
+/// manager and the network, two guest disks get one report each, and the VM powers off.
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn built_image_under_ovmf_scans_and_reports() {
+    let image = qemu::appliance_image(&binary(), "console=ttyS0 panic=-1 loglevel=4");
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new();
+    tree.file("/srv/www/eicar.com", &testdb::eicar());
+    let infected = dir.path().join("infected.raw");
+    ext_image(&infected, 16 << 20, &tree, &ExtOptions::ext4()).unwrap();
+    let clean = fat_clean(dir.path(), "clean.raw", "GUEST-IMG-CLEAN");
+    let cfg_tree = dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg_tree).unwrap();
+    std::fs::write(
+        cfg_tree.join("coldscan.toml"),
+        format!(
+            "mode = \"oneshot\"\n[manager]\nurl = \"http://{}\"\ntoken = \"{TOKEN}\"\n",
+            qemu::GUEST_MANAGER
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("cfg.img");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "COLDSCAN-CFG", "-d"])
+        .arg(&cfg_tree)
+        .arg(&cfg)
+        .arg("8M"));
+    let manager = TestManager::start(0);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            image: Some(image),
+            extra_disks: vec![Disk {
+                path: cfg,
+                format: "raw",
+                serial: "CONFIG".into(),
+            }],
+            disks: vec![
+                Disk {
+                    path: infected,
+                    format: "raw",
+                    serial: "GUEST-IMG-INFECTED".into(),
+                },
+                clean,
+            ],
+            manager_port: Some(manager.port),
+            ..VmOptions::default()
+        },
+    );
+    let log = vm.wait_powered_off(BOOT_LIMIT);
+    assert!(log.contains("coldscan appliance ready"), "{log}");
+    assert!(log.contains("appliance disk (not scanned)"), "{log}");
+    assert!(log.contains("config disk (not scanned)"), "{log}");
+    assert!(
+        log.contains("signatures from /var/lib/coldscan/db"),
+        "{log}"
+    );
+    assert!(
+        log.contains("oneshot finished: 2 disk(s), 1 detection(s), exit status 1"),
+        "{log}"
+    );
+    let reports = manager.reports();
+    assert_eq!(reports.len(), 2, "{log}");
+    let r = report_for(&reports, "GUEST-IMG-INFECTED");
+    assert_eq!(
+        detections(r),
+        BTreeSet::from([("/srv/www/eicar.com".into(), None, EICAR_REPORTED.into())]),
+        "{r:#}"
+    );
+    assert!(detections(report_for(&reports, "GUEST-IMG-CLEAN")).is_empty());
+}

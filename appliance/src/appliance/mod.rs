@@ -40,8 +40,8 @@ pub const READY_LINE: &str = "coldscan appliance ready";
 /// Where the image bakes its signature databases (the first that exists is used, unless the
 /// config disk brings its own).
 pub const BAKED_DB_DIRS: &[&str] = &[
+    "/var/lib/coldscan/db",
     "/usr/share/coldscan/db",
-    "/etc/coldscan/db",
     "/var/lib/clamav",
 ];
 /// The spool directory: in memory (`/run` is a tmpfs), so lost at power off.

@@ -37,6 +37,8 @@ pub const MODULES: &[&str] = &[
     "kernel/drivers/input/evdev.ko",
     "kernel/drivers/acpi/button.ko",
 ];
+/// OVMF firmware (package `ovmf`).
+pub const OVMF_DIR: &str = "/usr/share/OVMF";
 /// The manager's address as the guest sees it (forwarded by QEMU to the test's port).
 pub const GUEST_MANAGER: &str = "10.0.2.100:8080";
 /// The token the test manager accepts.
@@ -226,6 +228,56 @@ fn initramfs(kernel: &Kernel, binary: &Path) -> PathBuf {
     out
 }
 
+/// The appliance image built by `coldscan-image` (beside the `coldscan` binary under test) with
+/// `binary` as PID 1, the test database baked in, and `cmdline`; cached by the binary's time.
+pub fn appliance_image(binary: &Path, cmdline: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let builder = binary.with_file_name("coldscan-image");
+    assert!(
+        builder.is_file(),
+        "{} missing: build it first (make e2e does: cargo build -p coldscan-image)",
+        builder.display()
+    );
+    let kernel_deb = {
+        let _ = kernel();
+        std::fs::read_dir(cache_dir())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .expect("kernel package in the cache")
+    };
+    let dir = cache_dir();
+    let out = dir.join("image");
+    let stamp = format!(
+        "{:?} {:?} {cmdline}",
+        std::fs::metadata(binary).unwrap().modified().unwrap(),
+        std::fs::metadata(&builder).unwrap().modified().unwrap()
+    );
+    let stamp_file = dir.join("image.stamp");
+    let raw = out.join("coldscan.raw");
+    if raw.is_file() && std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(&stamp) {
+        return raw;
+    }
+    let db = testdb::write_test_db(&dir.join("image-db")).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new(&builder)
+        .current_dir(coldscan_tests::cache::workspace_root())
+        .arg("build")
+        .arg("--coldscan")
+        .arg(binary)
+        .arg("--db")
+        .arg(&db)
+        .arg("--kernel-deb")
+        .arg(&kernel_deb)
+        .args(["--format", "raw", "--zstd-level", "3", "--cmdline", cmdline])
+        // The ACPI power button reaches PID 1 through these (not yet in the image's default set).
+        .args(["--module", "evdev", "--module", "button"])
+        .arg("--out")
+        .arg(&out));
+    std::fs::write(stamp_file, stamp).unwrap();
+    raw
+}
+
 /// A guest disk attachment.
 #[derive(Debug, Clone)]
 pub struct Disk {
@@ -250,6 +302,9 @@ pub struct VmOptions {
     pub console_socket: bool,
     /// Disks attached before the guest disks (a config disk), with their QEMU format.
     pub extra_disks: Vec<Disk>,
+    /// Boot this appliance image (raw, from `coldscan-image`) under OVMF instead of the direct
+    /// kernel boot; `cmdline` is then ignored (the UKI carries its own).
+    pub image: Option<PathBuf>,
 }
 
 /// A running VM.
@@ -268,7 +323,6 @@ pub struct Vm {
 impl Vm {
     /// Boots `binary` with `opts`.
     pub fn start(binary: &Path, opts: &VmOptions) -> Vm {
-        let (kernel, initrd) = boot_files(binary);
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serial.log");
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -279,14 +333,32 @@ impl Vm {
         cmd.args(["-display", "none", "-no-reboot"]);
         cmd.arg("-monitor")
             .arg(format!("unix:{},server=on,wait=off", monitor.display()));
-        cmd.arg("-kernel")
-            .arg(&kernel.image)
-            .arg("-initrd")
-            .arg(&initrd);
-        cmd.arg("-append").arg(format!(
-            "console=ttyS0 panic=-1 loglevel=4 {}",
-            opts.cmdline
-        ));
+        match &opts.image {
+            Some(image) => {
+                let vars = dir.path().join("vars.fd");
+                std::fs::copy(format!("{OVMF_DIR}/OVMF_VARS_4M.fd"), &vars).unwrap();
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,readonly=on,file={OVMF_DIR}/OVMF_CODE_4M.fd"
+                ));
+                cmd.arg("-drive")
+                    .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+                cmd.arg("-drive").arg(format!(
+                    "file={},format=raw,if=virtio,snapshot=on",
+                    image.display()
+                ));
+            }
+            None => {
+                let (kernel, initrd) = boot_files(binary);
+                cmd.arg("-kernel")
+                    .arg(&kernel.image)
+                    .arg("-initrd")
+                    .arg(&initrd);
+                cmd.arg("-append").arg(format!(
+                    "console=ttyS0 panic=-1 loglevel=4 {}",
+                    opts.cmdline
+                ));
+            }
+        }
         let socket = opts.console_socket.then(|| dir.path().join("console.sock"));
         match &socket {
             Some(s) => {
