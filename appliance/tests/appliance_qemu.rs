@@ -587,3 +587,72 @@ fn built_image_under_ovmf_scans_and_reports() {
     );
     assert!(detections(report_for(&reports, "GUEST-IMG-CLEAN")).is_empty());
 }
+
+/// `qemu-nbd` serving an image read-only on a loopback port; killed on drop.
+struct NbdServer(std::process::Child);
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A daemon-mode job naming an `nbd://` export (served by qemu-nbd on the host, reached through
+/// a guestfwd) is scanned by a worker, reported under the URL, and completed.
+#[test]
+#[ignore = "boots QEMU: make e2e"]
+fn daemon_scans_an_nbd_export_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new();
+    tree.file("/data/eicar.com", &testdb::eicar());
+    let img = dir.path().join("export.raw");
+    ext_image(&img, 16 << 20, &tree, &ExtOptions::ext4()).unwrap();
+    let nbd_port = TestManager::free_port();
+    let _nbd = NbdServer(
+        Command::new("qemu-nbd")
+            .args([
+                "--read-only",
+                "--persistent",
+                "--shared=4",
+                "-f",
+                "raw",
+                "-x",
+                "export",
+            ])
+            .args(["-b", "127.0.0.1", "-p", &nbd_port.to_string()])
+            .arg(&img)
+            .spawn()
+            .unwrap(),
+    );
+    let manager = TestManager::start(0);
+    let url = "nbd://10.0.2.101:10809/export";
+    manager.add_job(11, url);
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=daemon"),
+            manager_port: Some(manager.port),
+            forwards: vec![("10.0.2.101:10809".into(), nbd_port)],
+            ..VmOptions::default()
+        },
+    );
+    vm.wait_for("job 11: scan nbd://", BOOT_LIMIT);
+    vm.wait_for("delivered to the manager as scan 1", BOOT_LIMIT);
+    let start = std::time::Instant::now();
+    while manager.completed().is_empty() && start.elapsed() < BOOT_LIMIT {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        manager.completed(),
+        [(11, serde_json::json!({"report": 1}))]
+    );
+    let reports = manager.reports();
+    assert_eq!(reports[0].report["targets"][0]["target"], url);
+    assert_eq!(
+        detections(&reports[0].report),
+        BTreeSet::from([("/data/eicar.com".into(), None, EICAR_REPORTED.into())]),
+        "{:#}",
+        reports[0].report
+    );
+}

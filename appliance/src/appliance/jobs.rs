@@ -147,11 +147,41 @@ fn scan_one(
             outcome.report
         }
     };
+    note_engine(&report);
     let status = exit_code(&report, false);
     DiskResult {
         identity,
         report,
         status,
+    }
+}
+
+/// Shows the engine and signature count of a report made by a worker on the console's pages.
+fn note_engine(report: &ScanReport) {
+    let e = &report.engine;
+    if !e.version.is_empty() {
+        let dbs = ctx_db_note();
+        console::update(|s| {
+            s.engine = format!(
+                "{} {} ({} signatures{dbs})",
+                e.name, e.version, e.signatures
+            )
+        });
+    }
+}
+
+/// The databases' directory, as [`JobContext`] set it for the console.
+fn ctx_db_note() -> String {
+    DB_NOTE.lock().map(|n| n.clone()).unwrap_or_default()
+}
+
+/// ", databases in DIR", set once the databases are chosen.
+static DB_NOTE: Mutex<String> = Mutex::new(String::new());
+
+/// Records where the signature databases come from, for the console's versions page.
+pub fn set_db_note(dir: &std::path::Path) {
+    if let Ok(mut n) = DB_NOTE.lock() {
+        *n = format!(", databases in {}", dir.display());
     }
 }
 
@@ -216,10 +246,6 @@ pub fn oneshot(disks: &[BlockDevice], ctx: &JobContext) -> u8 {
     if let Some(r) = results.last() {
         console::update(|s| {
             s.last_report = result_line(r);
-            s.engine = format!(
-                "{} {} ({} signatures)",
-                r.report.engine.name, r.report.engine.version, r.report.engine.signatures
-            );
         });
     }
     let mut status = overall_status(&results);

@@ -236,6 +236,7 @@ fn main_body() -> anyhow::Result<()> {
         ));
     }
     say(&format!("signatures from {}", dbs[0].display()));
+    jobs::set_db_note(&dbs[0]);
     console::update(|s| s.engine = format!("clamav, databases in {}", dbs[0].display()));
 
     let manager = match (&config.manager, &config.token) {

@@ -302,6 +302,8 @@ pub struct VmOptions {
     pub console_socket: bool,
     /// Disks attached before the guest disks (a config disk), with their QEMU format.
     pub extra_disks: Vec<Disk>,
+    /// Further guest addresses forwarded to loopback ports: (`IP:PORT` in the guest, host port).
+    pub forwards: Vec<(String, u16)>,
     /// Boot this appliance image (raw, from `coldscan-image`) under OVMF instead of the direct
     /// kernel boot; `cmdline` is then ignored (the UKI carries its own).
     pub image: Option<PathBuf>,
@@ -384,11 +386,17 @@ impl Vm {
         }
         match opts.manager_port {
             Some(port) => {
-                cmd.arg("-netdev").arg(format!(
-                    // `cmd:` starts one socat per guest connection (a chardev target would carry
-                    // a single connection for the VM's lifetime).
+                // `cmd:` starts one socat per guest connection (a chardev target would carry a
+                // single connection for the VM's lifetime).
+                let mut netdev = format!(
                     "user,id=n0,restrict=on,guestfwd=tcp:{GUEST_MANAGER}-cmd:socat - TCP:127.0.0.1:{port}"
-                ));
+                );
+                for (guest, host) in &opts.forwards {
+                    netdev.push_str(&format!(
+                        ",guestfwd=tcp:{guest}-cmd:socat - TCP:127.0.0.1:{host}"
+                    ));
+                }
+                cmd.arg("-netdev").arg(netdev);
                 cmd.args(["-device", "virtio-net-pci,netdev=n0,romfile="]);
             }
             None => {
