@@ -656,3 +656,48 @@ fn daemon_scans_an_nbd_export_job() {
         reports[0].report
     );
 }
+
+/// `make bench` (with `COLDSCAN_BENCH=1`; a no-op otherwise): boot-to-first-report time under TCG
+/// for one 1 GiB guest disk (ext4 with 256 MiB of files and EICAR), direct kernel boot, the
+/// manager on loopback. Prints `boot_to_ready_seconds` and `boot_to_first_report_seconds`.
+#[test]
+#[ignore = "boots QEMU: make bench"]
+fn bench_boot_to_first_report_1gib() {
+    if std::env::var_os("COLDSCAN_BENCH").is_none() {
+        eprintln!("set COLDSCAN_BENCH=1 to run this benchmark (make bench does)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new();
+    for i in 0..64 {
+        tree.random_file(&format!("/data/blob{i:02}.bin"), 4 << 20);
+    }
+    tree.file("/data/eicar.com", &testdb::eicar());
+    let img = dir.path().join("bench.raw");
+    ext_image(&img, 1 << 30, &tree, &ExtOptions::ext4()).unwrap();
+    let manager = TestManager::start(0);
+    let start = std::time::Instant::now();
+    let mut vm = Vm::start(
+        &binary(),
+        &VmOptions {
+            cmdline: manager_cmdline("coldscan.mode=oneshot"),
+            disks: vec![Disk {
+                path: img,
+                format: "raw",
+                serial: "BENCH-1G".into(),
+            }],
+            manager_port: Some(manager.port),
+            ..VmOptions::default()
+        },
+    );
+    vm.wait_for("coldscan appliance ready", BOOT_LIMIT);
+    let ready = start.elapsed().as_secs_f64();
+    while manager.reports().is_empty() {
+        assert!(start.elapsed() < BOOT_LIMIT, "{}", vm.serial());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = start.elapsed().as_secs_f64();
+    vm.wait_powered_off(BOOT_LIMIT);
+    println!("boot_to_ready_seconds={ready:.1}");
+    println!("boot_to_first_report_seconds={first:.1}");
+}
