@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIXTURES := target/fixtures
 
-.PHONY: all bootstrap build release test lint fmt demo fuzz bench clean-fixtures image boot-test bench-boot
+.PHONY: all bootstrap build release test lint fmt demo fuzz bench clean-fixtures image boot-test bench-boot e2e
 
 all: build
 
@@ -33,6 +33,11 @@ test: lint
 
 fmt:
 	$(CARGO) fmt --all
+
+# Slow end-to-end tests that boot VMs under QEMU (TCG): the appliance as PID 1.
+e2e: bootstrap
+	$(CARGO) build --release -p coldscan -p coldscan-image
+	$(CARGO) test --release -p coldscan --test appliance_qemu -- --ignored
 
 # Generates a guest disk and shows what coldscan sees on it.
 demo: bootstrap

@@ -1,9 +1,7 @@
-//! Process 1 duties: the static mount table, the kernel command line, power off.
+//! Process 1 duties: the static mount table and power off.
 //!
 //! Debian's kernel has `CONFIG_DEVTMPFS_MOUNT` off, so `/dev` is mounted here. Every mount is
 //! `nosuid,nodev` and, except `/dev`, `noexec` (kata-containers' agent keeps the same table).
-
-use std::path::Path;
 
 use rustix::mount::{mount, MountFlags};
 use rustix::system::{reboot, RebootCommand};
@@ -15,6 +13,9 @@ struct PseudoMount {
     flags: MountFlags,
     data: &'static std::ffi::CStr,
 }
+
+/// `/tmp` mount options: a quarter of RAM at most.
+pub const TMP_OPTIONS: &std::ffi::CStr = c"mode=1777,size=25%";
 
 /// The static mount table, in mount order.
 const MOUNTS: &[PseudoMount] = &[
@@ -54,7 +55,8 @@ const MOUNTS: &[PseudoMount] = &[
         flags: MountFlags::NOSUID
             .union(MountFlags::NODEV)
             .union(MountFlags::NOEXEC),
-        data: c"mode=1777",
+        // libclamav unpacks archive members here: capped so that a zip bomb fills /tmp, not RAM.
+        data: TMP_OPTIONS,
     },
 ];
 
@@ -64,74 +66,27 @@ pub fn is_init_process() -> bool {
     rustix::process::getpid().is_init()
 }
 
-/// Mounts `/proc`, `/sys`, `/dev`, `/run` and `/tmp`. A failure is reported on the console and
-/// the boot goes on: the readiness line and power off must still happen.
-pub fn mount_pseudo_filesystems() {
+/// Mounts `/proc`, `/sys`, `/dev`, `/run` and `/tmp`. Without `/proc`, `/sys` or `/dev` the
+/// appliance cannot find its disks: that is an error (the caller powers off with the message);
+/// `/run` and `/tmp` failures are reported and the boot goes on.
+pub fn mount_pseudo_filesystems() -> Result<(), String> {
     for m in MOUNTS {
-        if let Err(e) = std::fs::create_dir_all(m.target) {
-            eprintln!("coldscan: init: cannot create {}: {e}", m.target);
-            continue;
-        }
-        match mount(m.fstype, m.target, m.fstype, m.flags, m.data) {
-            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
-            Err(e) => eprintln!(
-                "coldscan: init: cannot mount {} on {}: {e}",
-                m.fstype, m.target
-            ),
+        let essential = matches!(m.target, "/proc" | "/sys" | "/dev");
+        let result = std::fs::create_dir_all(m.target)
+            .map_err(|e| format!("cannot create {}: {e}", m.target))
+            .and_then(
+                |()| match mount(m.fstype, m.target, m.fstype, m.flags, m.data) {
+                    Ok(()) | Err(rustix::io::Errno::BUSY) => Ok(()),
+                    Err(e) => Err(format!("cannot mount {} on {}: {e}", m.fstype, m.target)),
+                },
+            );
+        match result {
+            Ok(()) => {}
+            Err(e) if essential => return Err(e),
+            Err(e) => eprintln!("coldscan: init: {e}"),
         }
     }
-}
-
-/// What the appliance does after boot (`coldscan.mode=` on the kernel command line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Scan every attached guest disk, report, power off (the default).
-    Oneshot,
-    /// A mode this build does not know.
-    Other(String),
-}
-
-/// The appliance's settings from the kernel command line (`coldscan.*` keys).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CmdlineConfig {
-    /// `coldscan.mode=`.
-    pub mode: Mode,
-}
-
-impl CmdlineConfig {
-    /// Reads the `coldscan.*` keys of a kernel command line; other words are the kernel's. The
-    /// last occurrence of a key wins, as for the kernel's own parameters.
-    pub fn parse(cmdline: &str) -> Self {
-        let mut mode = Mode::Oneshot;
-        for word in cmdline.split_ascii_whitespace() {
-            if let Some(value) = word.strip_prefix("coldscan.mode=") {
-                mode = match value {
-                    "oneshot" => Mode::Oneshot,
-                    other => Mode::Other(other.to_owned()),
-                };
-            }
-        }
-        CmdlineConfig { mode }
-    }
-}
-
-/// Names of the whole-disk block devices the kernel sees (`/sys/block`), without RAM, loop and
-/// optical devices, sorted.
-pub fn guest_disks() -> Vec<String> {
-    list_disks(Path::new("/sys/block"))
-}
-
-fn list_disks(sys_block: &Path) -> Vec<String> {
-    const NOT_DISKS: &[&str] = &["loop", "ram", "zram", "sr", "fd", "nbd"];
-    let Ok(entries) = std::fs::read_dir(sys_block) else {
-        return Vec::new();
-    };
-    let mut disks: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| !NOT_DISKS.iter().any(|p| name.starts_with(p)))
-        .collect();
-    disks.sort();
-    disks
+    Ok(())
 }
 
 /// Flushes filesystem buffers and powers the machine off. Should the kernel refuse, process 1
@@ -151,27 +106,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mode_defaults_to_oneshot() {
-        let c = CmdlineConfig::parse("console=ttyS0 panic=-1 quiet");
-        assert_eq!(c.mode, Mode::Oneshot);
-    }
-
-    #[test]
-    fn last_mode_wins_and_unknown_modes_are_kept() {
-        let c = CmdlineConfig::parse("coldscan.mode=oneshot coldscan.mode=daemon");
-        assert_eq!(c.mode, Mode::Other("daemon".into()));
-        let c = CmdlineConfig::parse("coldscan.mode=daemon coldscan.mode=oneshot\n");
-        assert_eq!(c.mode, Mode::Oneshot);
-    }
-
-    #[test]
-    fn disk_list_skips_virtual_devices() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["vda", "loop0", "ram1", "sr0", "nvme0n1", "sda"] {
-            std::fs::create_dir(dir.path().join(name)).unwrap();
+    fn mount_table_is_hardened() {
+        for m in MOUNTS {
+            assert!(m.flags.contains(MountFlags::NOSUID), "{}", m.target);
+            if m.target != "/dev" {
+                assert!(m.flags.contains(MountFlags::NOEXEC), "{}", m.target);
+                assert!(m.flags.contains(MountFlags::NODEV), "{}", m.target);
+            }
         }
-        assert_eq!(list_disks(dir.path()), ["nvme0n1", "sda", "vda"]);
-        assert!(list_disks(&dir.path().join("missing")).is_empty());
+        let tmp = MOUNTS.iter().find(|m| m.target == "/tmp").unwrap();
+        assert!(tmp.data.to_str().unwrap().contains("size="));
     }
 
     #[test]
