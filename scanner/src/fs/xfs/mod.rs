@@ -26,6 +26,8 @@ pub mod superblock;
 pub mod symlink;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
