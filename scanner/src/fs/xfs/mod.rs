@@ -186,8 +186,17 @@ impl Fs {
         Ok(want)
     }
 
-    /// The names in directory `inode`, and the errors met reading parts of it.
-    fn dir_entries(&self, inode: &Inode) -> Result<(Vec<RawEntry>, Vec<Error>)> {
+    /// Directory blocks one walk may read: twice the blocks the volume really has, so that
+    /// directories sharing blocks (a hostile image) cannot make the work grow past the image.
+    fn dir_block_budget(&self) -> u64 {
+        (self.src.size() / u64::from(self.sb.dir_block_size))
+            .saturating_mul(2)
+            .saturating_add(64)
+    }
+
+    /// The names in directory `inode`, and the errors met reading parts of it; each directory
+    /// block read is taken from `budget`.
+    fn dir_entries(&self, inode: &Inode, budget: &mut u64) -> Result<(Vec<RawEntry>, Vec<Error>)> {
         let object = self.object(inode.ino);
         if inode.format == format::LOCAL {
             let entries = dir2::shortform::parse(
@@ -206,7 +215,8 @@ impl Fs {
         let data_end = dir2::LEAF_OFFSET / bs;
         // Directory blocks that hold data, in logical order, each once.
         let mut dirblocks = Vec::new();
-        let limit = self.sb.dblocks / fsb_per_dirblk + 1;
+        let real_blocks = self.src.size() / bs;
+        let limit = self.sb.dblocks.min(real_blocks) / fsb_per_dirblk + 1;
         for e in map.extents() {
             if e.startoff >= data_end {
                 break;
@@ -231,6 +241,14 @@ impl Fs {
         let mut buf = vec![0u8; self.sb.dir_block_size as usize];
         let content = Content::Map(map);
         for d in dirblocks {
+            if *budget == 0 {
+                errors.push(Error::limit(
+                    &object,
+                    "directory blocks read exceed twice the volume's blocks; the rest is skipped",
+                ));
+                break;
+            }
+            *budget -= 1;
             let lpos = d * dbs;
             let at = match content {
                 Content::Map(ref m) => m.map(&self.sb, d * fsb_per_dirblk).byte.unwrap_or(0),
@@ -424,6 +442,7 @@ impl XfsVolume {
     fn find(&self, path: &str) -> Result<(String, Inode)> {
         let mut inode = self.fs.inode(self.fs.sb.root_ino)?;
         let mut built = String::new();
+        let mut budget = self.fs.dir_block_budget();
         let not_found = || Error::NotFound {
             object: self.fs.name.clone(),
             detail: path.to_string(),
@@ -432,7 +451,7 @@ impl XfsVolume {
             if inode.kind() != EntryKind::Dir {
                 return Err(not_found());
             }
-            let (entries, _) = self.fs.dir_entries(&inode)?;
+            let (entries, _) = self.fs.dir_entries(&inode, &mut budget)?;
             let e = entries
                 .iter()
                 .find(|e| component(&e.name) == part)
@@ -476,7 +495,8 @@ impl Filesystem for XfsVolume {
                 "the root inode is not a directory",
             ));
         }
-        let (entries, errors) = self.fs.dir_entries(&root)?;
+        let mut budget = self.fs.dir_block_budget();
+        let (entries, errors) = self.fs.dir_entries(&root, &mut budget)?;
         for error in errors {
             visit(WalkEvent::Error {
                 path: "/".into(),
@@ -541,7 +561,7 @@ impl Filesystem for XfsVolume {
                 });
                 continue;
             }
-            match self.fs.dir_entries(&inode) {
+            match self.fs.dir_entries(&inode, &mut budget) {
                 Ok((entries, errors)) => {
                     for error in errors {
                         visit(WalkEvent::Error {
