@@ -90,9 +90,15 @@ pub struct ScanArgs {
     /// be read at all still exit 2.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Verdict cache (an SQLite file, created if missing): contents scanned completely before
+    /// with the same engine, signatures and limits are not scanned again. A file that is not a
+    /// coldscan cache, or is damaged, is left alone with a warning and the scan runs without it.
+    #[arg(long, value_name = "PATH")]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub disk: DiskArgs,
-    /// Disk images, block devices, or host directories.
+    /// Disk images, block devices, host directories, or host files (a file that is not a disk
+    /// image is scanned as one file).
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
 }

@@ -10,7 +10,7 @@ use coldscan_scanner::Error;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{CatArgs, HashAlgo, InfoArgs, LsArgs, LsFormat};
+use crate::cli::{CatArgs, InfoArgs, LsArgs, LsFormat};
 
 /// Exit code: everything read, nothing wrong.
 pub const EXIT_OK: u8 = 0;
@@ -27,6 +27,9 @@ fn report_problem(what: &str, err: &dyn std::fmt::Display) {
 struct LsRecord<'a> {
     disk: &'a str,
     partition: u32,
+    /// `vg/lv` for a logical volume; absent for partitions (the contract before LVM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<&'a str>,
     fs: &'a str,
     path: &'a str,
     stream: Option<&'a str>,
@@ -51,28 +54,6 @@ fn escape_text(s: &str) -> String {
     out
 }
 
-/// Walks a volume, collecting entries and reporting unreadable parts on stderr.
-fn collect_entries(
-    target: &str,
-    index: u32,
-    fsys: &SharedFilesystem,
-    errors: &mut u64,
-) -> Vec<FileEntry> {
-    let mut entries = Vec::new();
-    let walked = fsys.walk(&mut |ev| match ev {
-        WalkEvent::Entry(e) => entries.push(e),
-        WalkEvent::Error { path, error } => {
-            *errors += 1;
-            report_problem(&format!("{target} partition {index}: {path}"), &error);
-        }
-    });
-    if let Err(e) = walked {
-        *errors += 1;
-        report_problem(&format!("{target} partition {index}"), &e);
-    }
-    entries
-}
-
 /// Hashes the content of `entry`, or says why it could not be read.
 fn hash_entry(fsys: &SharedFilesystem, entry: &FileEntry) -> Result<String, Error> {
     if let Some(u) = &entry.unreadable {
@@ -90,30 +71,136 @@ fn hash_entry(fsys: &SharedFilesystem, entry: &FileEntry) -> Result<String, Erro
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Hashes every regular file once per content id (hard links share one read), largest first so
-/// that one huge file does not finish last on one thread.
-fn hash_all(
-    fsys: &SharedFilesystem,
-    entries: &[FileEntry],
-) -> HashMap<FileId, Result<String, String>> {
-    let mut unique: HashMap<FileId, &FileEntry> = HashMap::new();
-    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
-        unique.entry(e.id).or_insert(e);
+/// Entries held at once by `ls --hash` before they are hashed (in parallel, largest first) and
+/// printed in walk order: the walk streams, memory is bounded by this window.
+const LS_HASH_WINDOW: usize = 4096;
+/// Content hashes remembered for hard links met later in the walk; past this many the memory
+/// is released (a later hard link is then hashed again: same output, one more read).
+const LS_KNOWN_HASHES: usize = 1 << 20;
+
+/// Streams one volume's listing: entries are printed as the walk finds them (with `--hash`,
+/// window by window), in walk order.
+struct VolumeListing<'a> {
+    target: &'a str,
+    index: u32,
+    /// The logical volume (`vg/lv`), if the volume is one.
+    volume: Option<&'a str>,
+    /// `3` or `3 vg/lv`: the volume in messages and text output.
+    label: &'a str,
+    fs_name: &'a str,
+    fsys: &'a SharedFilesystem,
+    args: &'a LsArgs,
+    out: &'a mut dyn Write,
+    errors: &'a mut u64,
+    pending: Vec<FileEntry>,
+    known: HashMap<FileId, Result<String, String>>,
+    /// The first output error (a closed pipe): printing stops.
+    write_error: Option<std::io::Error>,
+}
+
+impl VolumeListing<'_> {
+    fn entry(&mut self, e: FileEntry) {
+        self.pending.push(e);
+        if self.args.hash.is_none() || self.pending.len() >= LS_HASH_WINDOW {
+            self.flush();
+        }
     }
-    let mut work: Vec<&FileEntry> = unique.into_values().collect();
-    work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
-    coldscan_scanner::parallel::map_each(&work, |e| {
-        (e.id, hash_entry(fsys, e).map_err(|err| err.to_string()))
-    })
-    .into_iter()
-    .collect()
+
+    /// Hashes what is pending (each content once, largest first) and prints it in walk order.
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if self.write_error.is_some() {
+            return;
+        }
+        if self.args.hash.is_some() {
+            if self.known.len() > LS_KNOWN_HASHES {
+                self.known.clear();
+            }
+            let mut unique: HashMap<FileId, &FileEntry> = HashMap::new();
+            for e in pending.iter().filter(|e| e.kind == EntryKind::File) {
+                if !self.known.contains_key(&e.id) {
+                    unique.entry(e.id).or_insert(e);
+                }
+            }
+            let mut work: Vec<&FileEntry> = unique.into_values().collect();
+            work.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+            let fsys = self.fsys;
+            let hashed = coldscan_scanner::parallel::map_each(&work, |e| {
+                (e.id, hash_entry(fsys, e).map_err(|err| err.to_string()))
+            });
+            self.known.extend(hashed);
+        }
+        for e in &pending {
+            if self.write_error.is_none() {
+                if let Err(err) = self.print(e) {
+                    self.write_error = Some(err);
+                }
+            }
+        }
+    }
+
+    fn print(&mut self, e: &FileEntry) -> std::io::Result<()> {
+        let sha = match self.known.get(&e.id) {
+            Some(Ok(h)) if e.kind == EntryKind::File => Some(h.clone()),
+            Some(Err(msg)) if e.kind == EntryKind::File => {
+                *self.errors += 1;
+                report_problem(
+                    &format!("{} partition {}: {}", self.target, self.label, e.path),
+                    msg,
+                );
+                None
+            }
+            _ => None,
+        };
+        match self.args.format {
+            LsFormat::Jsonl => {
+                let rec = LsRecord {
+                    disk: self.target,
+                    partition: self.index,
+                    volume: self.volume,
+                    fs: self.fs_name,
+                    path: &e.path,
+                    stream: e.stream.as_deref(),
+                    size: e.size,
+                    sha256: sha.as_deref(),
+                    kind: e.kind.as_str(),
+                };
+                serde_json::to_writer(&mut *self.out, &rec)?;
+                writeln!(self.out)
+            }
+            LsFormat::Text => {
+                let hash_col = match (self.args.hash, sha) {
+                    (Some(_), Some(h)) => format!("{h}\t"),
+                    (Some(_), None) => format!("{:<64}\t", "-"),
+                    (None, _) => String::new(),
+                };
+                writeln!(
+                    self.out,
+                    "{}\t{}\t{:<7}\t{:>12}\t{hash_col}{}",
+                    self.label,
+                    self.fs_name,
+                    e.kind.as_str(),
+                    e.size,
+                    escape_text(&e.path)
+                )
+            }
+        }
+    }
+}
+
+/// `3`, or `3 vg/lv` for a logical volume: how a volume is named in messages and text output.
+fn volume_label(v: &Volume) -> String {
+    match &v.name {
+        Some(n) => format!("{} {n}", v.partition.index),
+        None => v.partition.index.to_string(),
+    }
 }
 
 fn problem_volume(target: &DiskTarget, v: &Volume, errors: &mut u64) {
     if let Some(e) = v.problem() {
         *errors += 1;
         report_problem(
-            &format!("{} partition {}", target.name, v.partition.index),
+            &format!("{} partition {}", target.name, volume_label(v)),
             &e,
         );
     }
@@ -131,8 +218,9 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut errors = 0u64;
     let opts = args.disk.open_options();
-    for target_name in &args.targets {
-        let target = match inventory::open_disk(target_name, &opts) {
+    let opened = inventory::open_disks(&args.targets, &opts);
+    for (target_name, target) in args.targets.iter().zip(opened) {
+        let target = match target {
             Ok(t) => t,
             Err(e) => {
                 errors += 1;
@@ -148,55 +236,36 @@ pub fn ls(args: &LsArgs) -> anyhow::Result<u8> {
             problem_volume(&target, v, &mut errors);
             let Ok(fsys) = &v.filesystem else { continue };
             let index = v.partition.index;
+            let label = volume_label(v);
             let fs_name = fsys.kind().as_str();
-            let entries = collect_entries(target_name, index, fsys, &mut errors);
-            let hashes = match args.hash {
-                Some(HashAlgo::Sha256) => hash_all(fsys, &entries),
-                None => HashMap::new(),
+            let mut listing = VolumeListing {
+                target: target_name,
+                index,
+                volume: v.name.as_deref(),
+                label: &label,
+                fs_name,
+                fsys,
+                args,
+                out: &mut out,
+                errors: &mut errors,
+                pending: Vec::new(),
+                known: HashMap::new(),
+                write_error: None,
             };
-            for e in &entries {
-                let sha = match hashes.get(&e.id) {
-                    Some(Ok(h)) if e.kind == EntryKind::File => Some(h.as_str()),
-                    Some(Err(msg)) if e.kind == EntryKind::File => {
-                        errors += 1;
-                        report_problem(
-                            &format!("{target_name} partition {index}: {}", e.path),
-                            msg,
-                        );
-                        None
-                    }
-                    _ => None,
-                };
-                match args.format {
-                    LsFormat::Jsonl => {
-                        let rec = LsRecord {
-                            disk: target_name,
-                            partition: index,
-                            fs: fs_name,
-                            path: &e.path,
-                            stream: e.stream.as_deref(),
-                            size: e.size,
-                            sha256: sha,
-                            kind: e.kind.as_str(),
-                        };
-                        serde_json::to_writer(&mut out, &rec)?;
-                        writeln!(out)?;
-                    }
-                    LsFormat::Text => {
-                        let hash_col = match (args.hash, sha) {
-                            (Some(_), Some(h)) => format!("{h}\t"),
-                            (Some(_), None) => format!("{:<64}\t", "-"),
-                            (None, _) => String::new(),
-                        };
-                        writeln!(
-                            out,
-                            "{index}\t{fs_name}\t{:<7}\t{:>12}\t{hash_col}{}",
-                            e.kind.as_str(),
-                            e.size,
-                            escape_text(&e.path)
-                        )?;
-                    }
+            let walked = fsys.walk(&mut |ev| match ev {
+                WalkEvent::Entry(e) => listing.entry(e),
+                WalkEvent::Error { path, error } => {
+                    *listing.errors += 1;
+                    report_problem(&format!("{target_name} partition {label}: {path}"), &error);
                 }
+            });
+            listing.flush();
+            if let Some(e) = listing.write_error.take() {
+                return Err(e).context("writing the listing");
+            }
+            if let Err(e) = walked {
+                errors += 1;
+                report_problem(&format!("{target_name} partition {label}"), &e);
             }
         }
     }
@@ -222,6 +291,11 @@ struct InfoRecord {
 #[derive(Debug, Serialize)]
 struct InfoPartition {
     index: u32,
+    /// `vg/lv` for a logical volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<String>,
+    /// What the volume layer recognised, outermost first (kind, UUID, label).
+    content: Vec<InfoContent>,
     start: u64,
     size: u64,
     #[serde(rename = "type")]
@@ -233,6 +307,14 @@ struct InfoPartition {
     fs_label: Option<String>,
     status: String,
     notes: Vec<String>,
+}
+
+/// One recognised volume-layer structure in `info`.
+#[derive(Debug, Serialize)]
+struct InfoContent {
+    kind: String,
+    uuid: Option<String>,
+    label: Option<String>,
 }
 
 fn info_record(t: &DiskTarget) -> InfoRecord {
@@ -251,6 +333,16 @@ fn info_record(t: &DiskTarget) -> InfoRecord {
             .iter()
             .map(|v| InfoPartition {
                 index: v.partition.index,
+                volume: v.name.clone(),
+                content: v
+                    .content
+                    .iter()
+                    .map(|c| InfoContent {
+                        kind: c.kind(),
+                        uuid: c.uuid(),
+                        label: c.label(),
+                    })
+                    .collect(),
                 start: v.partition.start,
                 size: v.partition.size,
                 type_id: v.partition.type_id.clone(),
@@ -260,7 +352,12 @@ fn info_record(t: &DiskTarget) -> InfoRecord {
                 fs: v.fs_kind.map(|k| k.as_str().to_string()),
                 fs_label: v.filesystem.as_ref().ok().and_then(|f| f.label()),
                 status: v.status(),
-                notes: v.filesystem.as_ref().map(|f| f.notes()).unwrap_or_default(),
+                notes: v
+                    .notes
+                    .iter()
+                    .cloned()
+                    .chain(v.filesystem.as_ref().map(|f| f.notes()).unwrap_or_default())
+                    .collect(),
             })
             .collect(),
     }
@@ -271,8 +368,9 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<u8> {
     let mut errors = 0u64;
     let opts = args.disk.open_options();
     let mut records = Vec::new();
-    for name in &args.targets {
-        match inventory::open_disk(name, &opts) {
+    let opened = inventory::open_disks(&args.targets, &opts);
+    for (name, t) in args.targets.iter().zip(opened) {
+        match t {
             Ok(t) => {
                 errors += t.table.problems.len() as u64;
                 for v in &t.volumes {
@@ -335,10 +433,28 @@ fn print_info_text(out: &mut dyn Write, r: &InfoRecord) -> std::io::Result<()> {
         writeln!(out, "  problem:     {p}")?;
     }
     for p in &r.partitions {
+        let content: Vec<String> = p
+            .content
+            .iter()
+            .map(|c| {
+                let mut s = c.kind.clone();
+                if let Some(u) = &c.uuid {
+                    s.push_str(&format!(" uuid {u}"));
+                }
+                if let Some(l) = &c.label {
+                    s.push_str(&format!(" label {l:?}"));
+                }
+                s
+            })
+            .collect();
         writeln!(
             out,
-            "  [{}] start {} size {} ({}) type {}{}{} fs {}{} status {}",
+            "  [{}{}] start {} size {} ({}) type {}{}{}{} fs {}{} status {}",
             p.index,
+            p.volume
+                .as_ref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
             p.start,
             p.size,
             human_size(p.size),
@@ -351,6 +467,11 @@ fn print_info_text(out: &mut dyn Write, r: &InfoRecord) -> std::io::Result<()> {
                 .as_ref()
                 .map(|l| format!(" name {l:?}"))
                 .unwrap_or_default(),
+            if content.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", content.join(" / "))
+            },
             p.fs.as_deref().unwrap_or("-"),
             p.fs_label
                 .as_ref()
@@ -381,16 +502,22 @@ fn human_size(n: u64) -> String {
     }
 }
 
-/// Standard output as a file when it is a regular file at offset 0 (`coldscan cat disk > x.raw`):
-/// the whole-disk copy can then leave holes for zero ranges, as `qemu-img convert` and
-/// `cp --sparse` do, instead of writing gigabytes of zeros.
+/// Standard output as a file when it is an empty regular file at offset 0, not opened for
+/// appending (`coldscan cat disk > x.raw`): the whole-disk copy can then leave holes for zero
+/// ranges, as `qemu-img convert` and `cp --sparse` do, instead of writing gigabytes of zeros.
+/// Anything else gets every byte written: an `O_APPEND` stdout (`>> x.raw`) ignores seeks, and
+/// a non-empty file (`1<> x.raw`) would keep its old bytes where the copy seeks over zeros.
 fn fresh_regular_stdout() -> Option<std::fs::File> {
     use std::io::Seek;
     use std::os::fd::AsFd;
     let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let append = rustix::fs::fcntl_getfl(&fd)
+        .ok()?
+        .contains(rustix::fs::OFlags::APPEND);
     let mut file = std::fs::File::from(fd);
-    let regular = file.metadata().ok()?.is_file();
-    (regular && file.stream_position().ok()? == 0).then_some(file)
+    let meta = file.metadata().ok()?;
+    let fresh = meta.is_file() && meta.len() == 0 && !append;
+    (fresh && file.stream_position().ok()? == 0).then_some(file)
 }
 
 /// Copies the virtual disk `src` into `file`, seeking over all-zero 64 KiB pieces and setting
@@ -494,7 +621,7 @@ pub fn cat(args: &CatArgs) -> anyhow::Result<u8> {
             let volume = target
                 .volumes
                 .iter()
-                .find(|v| v.partition.index == *index)
+                .find(|v| v.partition.index == *index && v.name.is_none())
                 .with_context(|| format!("{}: no partition {index}", args.target))?;
             let fsys = volume
                 .filesystem

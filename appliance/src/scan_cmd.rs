@@ -7,9 +7,10 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use coldscan_scanner::cache::VerdictCache;
 use coldscan_scanner::engine::clamav::{self, ClamAvEngine, Limits};
 use coldscan_scanner::report::{Detection, NotScanned, ScanReport};
 use coldscan_scanner::scan::{self, ScanObserver, ScanOptions};
@@ -52,6 +53,17 @@ impl Printer {
     }
 }
 
+impl Printer {
+    /// A warning on standard error (above the progress bar).
+    fn warn(&self, text: &str) {
+        let write = || eprintln!("coldscan: warning: {text}");
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
 impl ScanObserver for Printer {
     fn walking(&self, target: &str, partition: u32) {
         if let Some(bar) = &self.bar {
@@ -73,8 +85,11 @@ impl ScanObserver for Printer {
 
     fn detection(&self, d: &Detection) {
         self.line(&format!(
-            "{} partition {}: {}: {} FOUND",
-            d.target, d.partition, d.path, d.signature
+            "{} {}: {}: {} FOUND",
+            d.target,
+            volume_words(d.partition, d.volume.as_deref()),
+            d.path,
+            d.signature
         ));
     }
 
@@ -83,16 +98,47 @@ impl ScanObserver for Printer {
     }
 }
 
+/// Opens the verdict cache; a cache that cannot be trusted is reported and not used.
+fn open_cache(
+    path: &std::path::Path,
+    engine: &ClamAvEngine,
+    printer: &Printer,
+) -> Option<Arc<VerdictCache>> {
+    use coldscan_scanner::engine::ScanEngine;
+    let key = engine.cache_key()?;
+    match VerdictCache::open(path, &key) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            printer.warn(&format!("{e}: scanning without the cache"));
+            None
+        }
+    }
+}
+
+/// `partition 2`, or `partition 2 vg/lv` for a logical volume.
+fn volume_words(partition: u32, volume: Option<&str>) -> String {
+    match volume {
+        Some(v) => format!("partition {partition} {v}"),
+        None => format!("partition {partition}"),
+    }
+}
+
 /// One human line for a `not_scanned` entry.
 fn not_scanned_line(n: &NotScanned) -> String {
     match (n.partition, &n.path) {
         (Some(p), Some(path)) => format!(
-            "{} partition {p}: {path}: NOT SCANNED ({}): {}",
-            n.target, n.reason, n.detail
+            "{} {}: {path}: NOT SCANNED ({}): {}",
+            n.target,
+            volume_words(p, n.volume.as_deref()),
+            n.reason,
+            n.detail
         ),
         (Some(p), None) => format!(
-            "{} partition {p}: NOT SCANNED ({}): {}",
-            n.target, n.reason, n.detail
+            "{} {}: NOT SCANNED ({}): {}",
+            n.target,
+            volume_words(p, n.volume.as_deref()),
+            n.reason,
+            n.detail
         ),
         (None, _) => format!("{}: NOT SCANNED ({}): {}", n.target, n.reason, n.detail),
     }
@@ -164,11 +210,21 @@ pub fn scan(args: &ScanArgs) -> anyhow::Result<u8> {
         out: Mutex::new(human),
         bar,
     };
+    let cache = args
+        .cache
+        .as_deref()
+        .and_then(|path| open_cache(path, &engine, &printer));
     let opts = ScanOptions {
         jobs: args.jobs.unwrap_or(0),
         open: args.disk.open_options(),
+        cache: cache.clone(),
     };
     let report = scan::scan_targets(&engine, &args.targets, &opts, &printer)?;
+    if let Some(cache) = &cache {
+        if let Err(e) = cache.finish() {
+            printer.warn(&format!("verdicts not saved: {e}"));
+        }
+    }
     if let Some(bar) = &printer.bar {
         bar.finish_and_clear();
     }
@@ -225,6 +281,12 @@ fn summary_text(report: &ScanReport, engine: &ClamAvEngine, load_seconds: f64) -
     s.push_str(&format!("Database load time: {load_seconds:.3} sec\n"));
     s.push_str(&format!("Targets: {}\n", report.targets.len()));
     s.push_str(&format!("Scanned files: {}\n", report.stats.files));
+    if report.stats.cached_files > 0 {
+        s.push_str(&format!(
+            "Verdicts from the cache: {}\n",
+            report.stats.cached_files
+        ));
+    }
     s.push_str(&format!(
         "Data scanned: {:.2} MB\n",
         report.stats.bytes as f64 / (1024.0 * 1024.0)
@@ -267,6 +329,7 @@ mod tests {
         NotScanned {
             target: "t".into(),
             partition: Some(1),
+            volume: None,
             path: path.map(String::from),
             reason: Reason::TooLarge,
             detail: "d".into(),
@@ -285,11 +348,13 @@ mod tests {
         r.detections.push(Detection {
             target: "t".into(),
             partition: 1,
+            volume: None,
             path: "/x".into(),
             stream: None,
             size: 1,
             sha256: None,
             signature: "S".into(),
+            cached: false,
         });
         assert_eq!(exit_code(&r, false), EXIT_FOUND);
     }

@@ -378,28 +378,171 @@ fn human_output_and_json_file() {
     assert!(!validator.is_valid(&broken));
 }
 
+/// A partitioned disk whose partitions hold no recognisable filesystem is a disk image with
+/// unreadable volumes: reported, exit 2. A Linux partition promises a filesystem (its missing
+/// ext superblock is `corrupt` at byte 0x400 of the partition); a non-filesystem data
+/// partition (0xda) is only `unsupported-filesystem`.
 #[test]
 fn unrecognized_volume_is_reported_and_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let db = test_db(tmp.path());
     let img = tmp.path().join("zero.img");
-    std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+    std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
+    sfdisk(
+        &img,
+        b"label: dos\nstart=2048, size=4096, type=83\nstart=6144, size=4096, type=da\n",
+    );
     let (code, report, stderr) = scan_json(&db, &["--allow-partial"], &img);
     assert_eq!(
         code, 2,
         "a volume that cannot be read is an error: {stderr}"
     );
     let ns = report["not_scanned"].as_array().unwrap();
-    assert_eq!(ns.len(), 1, "{ns:?}");
-    assert_eq!(ns[0]["partition"], 0);
+    assert_eq!(ns.len(), 2, "{ns:?}");
+    assert_eq!(ns[0]["partition"], 1);
     assert!(ns[0]["path"].is_null());
-    assert_eq!(ns[0]["reason"], "unsupported-filesystem");
+    assert_eq!(ns[0]["reason"], "corrupt");
+    let detail = ns[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("0x400"), "{detail}");
+    assert_eq!(ns[1]["partition"], 2);
+    assert_eq!(ns[1]["reason"], "unsupported-filesystem");
     assert_eq!(report["targets"][0]["format"], "raw");
-    assert_eq!(
-        report["targets"][0]["partitions"][0]["status"],
-        "unrecognized"
+    let parts = &report["targets"][0]["partitions"];
+    assert!(
+        parts[0]["status"].as_str().unwrap().starts_with("error: "),
+        "{parts}"
     );
+    assert_eq!(parts[1]["status"], "unrecognized");
     schema_check(&report);
+}
+
+/// Writes a partition table with sfdisk.
+fn sfdisk(disk: &Path, script: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(script).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A host file that is no disk image (no partition table, no filesystem) is scanned as a file,
+/// as clamscan does, and may be mixed with a directory and a disk image in one command; the
+/// report keeps the targets in the order given.
+#[test]
+fn files_directories_and_images_in_one_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = test_db(tmp.path());
+    let file = tmp.path().join("invoice.pdf.exe");
+    let mut data = vec![b'M'; 3000];
+    data.extend(testdb::eicar());
+    std::fs::write(&file, &data).unwrap();
+    let clean_file = tmp.path().join("notes.txt");
+    std::fs::write(&clean_file, b"nothing here\n").unwrap();
+    let dir = tmp.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("eicar.com"), testdb::eicar()).unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("in-image.com"), testdb::eicar()).unwrap();
+    let img = tmp.path().join("fs.ext4");
+    tool(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .arg("8M"),
+    );
+    let (code, stdout, stderr) = run(coldscan()
+        .arg("scan")
+        .arg("--db")
+        .arg(&db)
+        .arg("--json")
+        .arg("-")
+        .arg(&file)
+        .arg(&dir)
+        .arg(&img)
+        .arg(&clean_file));
+    assert_eq!(code, 1, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let formats: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["file", "directory", "raw", "file"]);
+    assert_eq!(report["targets"][0]["size"], data.len());
+    assert_eq!(report["targets"][0]["partitions"], serde_json::json!([]));
+    let found: Vec<(String, u64)> = report["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["partition"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (file.display().to_string(), 0),
+            (dir.join("eicar.com").display().to_string(), 0),
+            ("/in-image.com".to_string(), 0),
+        ]
+    );
+    assert!(report["not_scanned"].as_array().unwrap().is_empty());
+    assert_eq!(report["stats"]["files"], 4);
+    schema_check(&report);
+}
+
+/// `--cache`: the second scan takes every verdict from the cache with the same detections; a
+/// cache file that is not ours is left alone with a warning and the scan runs without it.
+#[test]
+fn verdict_cache_reuses_verdicts_and_refuses_foreign_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = test_db(tmp.path());
+    let root = tmp.path().join("tree");
+    let planted = plant_malware_tree(&root);
+    let cache = tmp.path().join("verdicts.sqlite");
+    let cache_arg = cache.display().to_string();
+    let (code, first, stderr) = scan_json(&db, &["--cache", &cache_arg], &root);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(detected_paths(&first), planted);
+    let (code, second, stderr) = scan_json(&db, &["--cache", &cache_arg], &root);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(detected_paths(&second), planted);
+    assert_eq!(second["stats"]["files"], first["stats"]["files"]);
+    assert_eq!(second["stats"]["cached_files"], second["stats"]["files"]);
+    assert!(second["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["cached"] == true && d["sha256"].is_string()));
+    assert!(first["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["cached"] == false));
+    schema_check(&second);
+
+    let foreign = tmp.path().join("foreign.sqlite");
+    let junk: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&foreign, &junk).unwrap();
+    let (code, third, stderr) = scan_json(&db, &["--cache", &foreign.display().to_string()], &root);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("not a coldscan verdict cache"),
+        "{stderr}"
+    );
+    assert_eq!(detected_paths(&third), planted);
+    assert_eq!(third["stats"]["cached_files"], 0);
+    assert_eq!(std::fs::read(&foreign).unwrap(), junk, "left untouched");
 }
 
 /// Runs a tool, panicking with its stderr when it fails.
@@ -582,4 +725,63 @@ fn all_matches_reports_every_signature_only_when_asked() {
         all.iter().any(|s| s.contains("Coldscan.Test.Second")),
         "{all:?}"
     );
+}
+
+/// A directory the scanning user cannot read is reported (`io-error`), never skipped silently.
+/// As root (how CI runs) the permission cannot be planted for root itself: the scan then runs
+/// as `nobody` through `setpriv`, so the test checks the same thing under either user.
+#[test]
+fn unreadable_directory_is_reported_even_when_tests_run_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), open.clone()).unwrap();
+    let db = test_db(dir.path());
+    for p in [db.clone(), db.join("test.hdb"), db.join("eicar.ndb")] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let tree = dir.path().join("tree");
+    let locked = tree.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::write(tree.join("readable"), b"clean").unwrap();
+    std::fs::write(locked.join("hidden"), b"x").unwrap();
+    std::fs::set_permissions(&tree, open.clone()).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let as_root = effective_uid_is_root();
+    let mut cmd = if as_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_coldscan"));
+        c
+    } else {
+        coldscan()
+    };
+    let (code, stdout, stderr) = run(cmd
+        .arg("scan")
+        .arg("--db")
+        .arg(&db)
+        .arg("--json")
+        .arg("-")
+        .arg(&tree));
+    std::fs::set_permissions(&locked, open).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("one JSON report ({e}): {stdout}\nstderr: {stderr}"));
+    let not_scanned = report["not_scanned"].as_array().unwrap();
+    assert_eq!(not_scanned.len(), 1, "{not_scanned:?} (root: {as_root})");
+    assert_eq!(not_scanned[0]["reason"], "io-error");
+    assert!(not_scanned[0]["path"].as_str().unwrap().contains("locked"));
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// Whether this process runs as root (without unsafe code: `/proc/self/status`'s effective uid).
+fn effective_uid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }

@@ -171,3 +171,53 @@ fn cat_of_an_nbd_export_equals_the_image() {
     let out = coldscan(&["info", &url]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("format:      nbd"));
 }
+
+/// `coldscan cat DISK >> out` (an `O_APPEND` stdout ignores seeks) and `1<> out` on a non-empty
+/// file (seeking would keep its old bytes) must write every byte, zeros included; `> out` may
+/// leave holes but reads back the same. Regression: `>>` gave a same-sized, different copy.
+#[test]
+fn cat_into_an_append_mode_or_non_empty_stdout_writes_the_zeros() {
+    use std::fs::OpenOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let data = disk_data();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, &data).unwrap();
+    let cat_to = |file: std::fs::File| {
+        let out = Command::new(env!("CARGO_BIN_EXE_coldscan"))
+            .args(["cat", s(&raw)])
+            .stdout(Stdio::from(file))
+            .output()
+            .expect("coldscan");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Empty file opened for appending.
+    let appended = dir.path().join("appended.raw");
+    cat_to(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&appended)
+            .unwrap(),
+    );
+    assert!(std::fs::read(&appended).unwrap() == data, ">> empty file");
+    // Appending after existing content: the copy follows it.
+    let prefix = b"existing content\n";
+    let after = dir.path().join("after.raw");
+    std::fs::write(&after, prefix).unwrap();
+    cat_to(OpenOptions::new().append(true).open(&after).unwrap());
+    let got = std::fs::read(&after).unwrap();
+    assert!(got[..prefix.len()] == prefix[..] && got[prefix.len()..] == data[..]);
+    // Read-write without truncation over old non-zero bytes.
+    let over = dir.path().join("over.raw");
+    std::fs::write(&over, vec![0xFFu8; data.len()]).unwrap();
+    cat_to(OpenOptions::new().write(true).open(&over).unwrap());
+    assert!(std::fs::read(&over).unwrap() == data, "1<> non-empty file");
+    // A fresh truncated file still reads back the same.
+    let fresh = dir.path().join("fresh.raw");
+    cat_to(std::fs::File::create(&fresh).unwrap());
+    assert!(std::fs::read(&fresh).unwrap() == data, "> file");
+}

@@ -35,6 +35,8 @@ pub enum Reason {
     Refused,
     /// The scan engine reported an error for this object.
     EngineError,
+    /// A device the volume needs is not among the targets (a PV of a VG spanning disks).
+    MissingDevice,
 }
 
 impl Reason {
@@ -50,6 +52,7 @@ impl Reason {
             Reason::Limit => "limit",
             Reason::Refused => "refused",
             Reason::EngineError => "engine-error",
+            Reason::MissingDevice => "missing-device",
         }
     }
 }
@@ -139,6 +142,14 @@ pub enum Error {
         /// What was not found.
         detail: String,
     },
+    /// A device that a volume needs was not found among the targets.
+    #[error("{object}: missing device: {detail}")]
+    MissingDevice {
+        /// The volume that needs the device.
+        object: String,
+        /// Which device (its UUID) and why it is needed.
+        detail: String,
+    },
     /// The scan engine failed.
     #[error("{object}: engine error: {detail}")]
     Engine {
@@ -206,6 +217,7 @@ impl Error {
             Error::Limit { .. } => Reason::Limit,
             Error::Refused { .. } => Reason::Refused,
             Error::Engine { .. } => Reason::EngineError,
+            Error::MissingDevice { .. } => Reason::MissingDevice,
         }
     }
 

@@ -3,12 +3,16 @@
 //!
 //! The layers, each a module: [`block`] (the [`block::BlockSource`] read interface), [`disk`]
 //! (image formats and chains), [`partition`] (GPT/MBR), [`fs`] (ext2/3/4, NTFS, FAT),
-//! [`inventory`] (target -> volumes), [`engine`] (libclamav), [`scan`] (the parallel scan of
+//! [`inventory`] (target -> volumes), [`engine`] (libclamav), [`cache`] (verdicts by content
+//! hash), [`scan`] (the parallel scan of
 //! targets), [`report`] (the JSON report).
 #![deny(unsafe_code)]
 
 pub mod block;
+#[cfg(feature = "engine")]
+pub mod cache;
 pub mod disk;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 pub mod fs;
@@ -16,6 +20,8 @@ pub mod inventory;
 pub mod parallel;
 pub mod partition;
 pub mod report;
+#[cfg(feature = "engine")]
 pub mod scan;
+pub mod volume;
 
 pub use error::{Error, Reason, Result};

@@ -45,7 +45,8 @@ pub struct EngineInfo {
 pub struct TargetReport {
     /// The target as given.
     pub target: String,
-    /// `raw`, `qcow2`, ..., or `directory`.
+    /// `raw`, `qcow2`, ..., `directory`, or `file` (a host file that is not a disk image,
+    /// scanned as one file).
     pub format: String,
     /// Paths of the chain's layers, top first.
     pub chain: Vec<String>,
@@ -60,6 +61,10 @@ pub struct TargetReport {
 pub struct PartitionReport {
     /// 1-based partition index, 0 for a whole-disk volume.
     pub index: u32,
+    /// The logical volume (`vg/lv`) when the volume is one; absent for partitions. `partition`
+    /// is then the partition holding the LV's first extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// `gpt`, `mbr` or `none`.
     pub scheme: String,
     /// Partition type (GPT type GUID or MBR type byte as `0x83`).
@@ -84,6 +89,10 @@ pub struct ScanStats {
     pub bytes: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Of `files`, those whose verdict came from the verdict cache (content scanned before by
+    /// the same engine, signatures and limits) instead of a scan.
+    #[serde(default)]
+    pub cached_files: u64,
 }
 
 /// One detection.
@@ -93,6 +102,10 @@ pub struct Detection {
     pub target: String,
     /// Partition index (0 for whole-disk volumes and directories).
     pub partition: u32,
+    /// The logical volume (`vg/lv`) when the volume is one; absent for partitions. `partition`
+    /// is then the partition holding the LV's first extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// Absolute path inside the volume (or the host path for directory targets).
     pub path: String,
     /// NTFS stream name, if any.
@@ -103,6 +116,9 @@ pub struct Detection {
     pub sha256: Option<String>,
     /// Signature name as the engine reports it.
     pub signature: String,
+    /// The verdict came from the verdict cache (the content was scanned in an earlier scan).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// Something that was not scanned, or not completely.
@@ -112,6 +128,10 @@ pub struct NotScanned {
     pub target: String,
     /// Partition index, or null when the whole target could not be opened.
     pub partition: Option<u32>,
+    /// The logical volume (`vg/lv`) when the volume is one; absent for partitions. `partition`
+    /// is then the partition holding the LV's first extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// Path inside the volume, or null for a whole volume/target.
     pub path: Option<String>,
     /// Fixed reason.

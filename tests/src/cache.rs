@@ -23,6 +23,9 @@ const SOURCES: &[&str] = &[
     include_str!("ntfs.rs"),
     include_str!("fixtures.rs"),
     include_str!("testdb.rs"),
+    include_str!("lvm.rs"),
+    include_str!("md.rs"),
+    include_str!("thin.rs"),
 ];
 
 /// What a fixture's `stamp` file holds: the factory version and a hash of its sources (and of

@@ -12,11 +12,19 @@ use crate::tools::{command, run_with, Output};
 /// Time limit for one `coldscan` run on a fixture: a hang is a failure, not a stuck test.
 pub const LIMIT: Duration = Duration::from_secs(300);
 
-/// The `coldscan` binary: `COLDSCAN_BIN` if set, else `target/{profile}/coldscan` preferring
-/// the profile these tests were built with, then the newest existing one.
+/// The `coldscan` binary: `COLDSCAN_BIN` if set, else the one built with the test executable's
+/// own profile (`target/<profile>/deps/test-exe` -> `target/<profile>/coldscan`, so custom
+/// profiles such as `release-checked` work), else `target/{release,debug}/coldscan`.
 pub fn binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("COLDSCAN_BIN") {
         return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("coldscan")))
+        .filter(|p| p.is_file())
+    {
+        return Ok(p);
     }
     let target = crate::cache::target_dir();
     let own = if cfg!(debug_assertions) {

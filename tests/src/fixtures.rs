@@ -1064,7 +1064,8 @@ fn zeroed_superblock(b: &mut Builder) -> anyhow::Result<Outline> {
         "GPT disk whose ext4 partition 1 has its superblock zeroed; FAT32 partition 2 intact",
         512,
         "gpt",
-        &["partition 1"],
+        // A Linux-typed partition promises a filesystem: corrupt at the superblock's offset.
+        &["partition 1", "corrupt at byte 0x400"],
     ))
 }
 

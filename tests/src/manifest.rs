@@ -22,6 +22,9 @@ use crate::tree::{Node, Tree};
 pub struct Record {
     /// 1-based partition index, 0 for a whole-disk filesystem.
     pub partition: u32,
+    /// The logical volume (`vg/lv`) holding the file, absent for partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// Filesystem kind as `coldscan` names it (`ext4`, `ntfs`, `fat32`...).
     pub fs: String,
     /// Absolute path (`path:stream` for a named stream).
@@ -97,6 +100,7 @@ pub fn from_tree(partition: u32, fs: &str, tree: &Tree) -> Vec<Record> {
     let mut out = Vec::with_capacity(tree.nodes.len() + tree.streams.len());
     let rec = |path: &str, stream: Option<&str>, size, sha256, kind: &str| Record {
         partition,
+        volume: None,
         fs: fs.to_string(),
         path: path.to_string(),
         stream: stream.map(str::to_string),

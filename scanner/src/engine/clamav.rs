@@ -80,6 +80,8 @@ pub struct ClamAvBuilder {
     handle: ffi::EngineHandle,
     limits: Limits,
     databases: Vec<DatabaseInfo>,
+    /// SHA-256 over the names and contents of every database file loaded, in load order.
+    db_digest: sha2::Sha256,
 }
 
 impl ClamAvBuilder {
@@ -89,6 +91,7 @@ impl ClamAvBuilder {
             handle: ffi::EngineHandle::new()?,
             limits,
             databases: Vec::new(),
+            db_digest: sha2::Sha256::default(),
         })
     }
 
@@ -116,6 +119,7 @@ impl ClamAvBuilder {
             }
         }
         let signatures = u64::from(self.handle.load(path)?);
+        digest_database(&mut self.db_digest, path, meta.is_dir())?;
         if signatures == 0 {
             return Err(Error::Engine {
                 object,
@@ -178,14 +182,46 @@ impl ClamAvBuilder {
                 }
             }
         }
+        use sha2::Digest;
+        let db_digest = hex::encode(self.db_digest.finalize());
         Ok(ClamAvEngine {
             all_matches: false,
+            db_digest,
             handle: self.handle,
             limits,
             databases: self.databases,
             version: ffi::version(),
         })
     }
+}
+
+/// Feeds the names, sizes and contents of the database files at `path` (a file, or the database
+/// files of a directory in name order) into `digest`: the identity of the signatures for the
+/// verdict cache, so that any change to a database invalidates cached verdicts.
+fn digest_database(digest: &mut sha2::Sha256, path: &Path, is_dir: bool) -> Result<()> {
+    use sha2::Digest;
+    let object = path.display().to_string();
+    let io = |e: std::io::Error| Error::io(&object, 0, e);
+    let mut files = if is_dir {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| is_database_name(p) && p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for f in files.drain(..) {
+        let data = std::fs::read(&f).map_err(io)?;
+        digest.update(file_name(&f).as_bytes());
+        digest.update([0]);
+        digest.update((data.len() as u64).to_le_bytes());
+        digest.update(&data);
+    }
+    Ok(())
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -271,6 +307,8 @@ pub struct ClamAvEngine {
     all_matches: bool,
     databases: Vec<DatabaseInfo>,
     version: String,
+    /// Hex SHA-256 of the database files loaded (see [`digest_database`]).
+    db_digest: String,
 }
 
 impl ClamAvEngine {
@@ -340,293 +378,155 @@ impl ScanEngine for ClamAvEngine {
     }
 
     fn scan(&self, reader: &mut dyn FileReader, name: &str) -> Result<Verdict> {
-        let size = reader.size();
-        if size > self.limits.max_file_size {
-            return Ok(Verdict {
-                signatures: Vec::new(),
-                incomplete: vec![Incomplete {
-                    reason: Reason::TooLarge,
-                    detail: format!(
-                        "{size} bytes is over the maximum file size of {} bytes",
-                        self.limits.max_file_size
-                    ),
-                }],
-            });
-        }
-        let raw = self.handle.scan(reader, size, name, self.scan_bits())?;
-        let mut verdict = Verdict::default();
-        for n in raw.names {
-            match classify(&n) {
-                Alert::Detection(sig) => verdict.signatures.push(sig),
-                Alert::NotScanned(reason) => {
-                    verdict.incomplete.push(Incomplete { reason, detail: n })
-                }
-            }
-        }
-        if let Some(e) = raw.read_error {
-            verdict.incomplete.push(Incomplete {
-                reason: e.reason(),
-                detail: e.to_string(),
-            });
-        } else if let Some(at) = raw.short_read_at {
-            verdict.incomplete.push(Incomplete {
-                reason: Reason::Corrupt,
-                detail: format!("{name}: content ends at byte {at} of {size}"),
-            });
-        }
-        if let Some(e) = raw.engine_error {
-            // A read error makes libclamav fail with its own (less precise) error: keep ours.
-            if verdict.incomplete.is_empty() {
-                verdict.incomplete.push(Incomplete {
-                    reason: Reason::EngineError,
-                    detail: format!("libclamav: {e}"),
-                });
-            }
-        }
-        Ok(verdict)
+        Ok(self.scan_reader(reader, name, false)?.0)
     }
+
+    fn scan_hashed(
+        &self,
+        reader: &mut dyn FileReader,
+        name: &str,
+    ) -> Result<(Verdict, Option<[u8; 32]>)> {
+        self.scan_reader(reader, name, true)
+    }
+
+    fn scan_bytes(&self, data: &[u8], name: &str) -> Result<Verdict> {
+        let size = data.len() as u64;
+        if let Some(v) = self.too_large(size) {
+            return Ok(v);
+        }
+        let raw = self.handle.scan_memory(data, name, self.scan_bits())?;
+        Ok(verdict_of(raw, name, size))
+    }
+
+    fn cache_key(&self) -> Option<String> {
+        // Everything that can change a verdict: the engine, the signatures, the limits and
+        // whether every match is collected.
+        Some(format!(
+            "clamav {} signatures {} db {} limits {:?} all-matches {}",
+            self.version,
+            self.signatures(),
+            self.db_digest,
+            self.limits,
+            self.all_matches
+        ))
+    }
+}
+
+impl ClamAvEngine {
+    fn too_large(&self, size: u64) -> Option<Verdict> {
+        (size > self.limits.max_file_size).then(|| Verdict {
+            signatures: Vec::new(),
+            incomplete: vec![Incomplete {
+                reason: Reason::TooLarge,
+                detail: format!(
+                    "{size} bytes is over the maximum file size of {} bytes",
+                    self.limits.max_file_size
+                ),
+            }],
+        })
+    }
+
+    /// Scans through a handle map; with `hash`, also returns the content's SHA-256, from the
+    /// reads libclamav made in order plus one read of whatever it did not (`None` when that
+    /// read failed).
+    fn scan_reader(
+        &self,
+        reader: &mut dyn FileReader,
+        name: &str,
+        hash: bool,
+    ) -> Result<(Verdict, Option<[u8; 32]>)> {
+        let size = reader.size();
+        if let Some(v) = self.too_large(size) {
+            return Ok((v, None));
+        }
+        let mut raw = self
+            .handle
+            .scan(reader, size, name, self.scan_bits(), hash)?;
+        let inline = raw.hash.take();
+        let failed = raw.read_error.is_some() || raw.short_read_at.is_some();
+        let verdict = verdict_of(raw, name, size);
+        let digest = match inline {
+            Some(h) if !failed => finish_hash(h, reader, name),
+            _ => None,
+        };
+        Ok((verdict, digest))
+    }
+}
+
+/// Completes an inline hash with the part libclamav did not read in order.
+fn finish_hash(h: ffi::InlineHash, reader: &mut dyn FileReader, name: &str) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let ffi::InlineHash { mut hasher, next } = h;
+    let size = reader.size();
+    let mut tail = TailReader {
+        inner: reader,
+        start: next,
+    };
+    if next < size {
+        crate::fs::read_all(&mut tail, name, &mut |chunk| hasher.update(chunk)).ok()?;
+    }
+    ffi::note_hash_coverage(next.min(size), size.saturating_sub(next));
+    Some(hasher.finalize().into())
+}
+
+/// The part of a reader from `start` on, as a reader of its own.
+struct TailReader<'a> {
+    inner: &'a mut dyn FileReader,
+    start: u64,
+}
+
+impl FileReader for TailReader<'_> {
+    fn size(&self) -> u64 {
+        self.inner.size().saturating_sub(self.start)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match self.start.checked_add(offset) {
+            Some(at) => self.inner.read_at(at, buf),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Turns libclamav's raw result into a verdict: alerts split into detections and incomplete
+/// parts, read errors and short content reported as incomplete.
+fn verdict_of(raw: ffi::RawScan, name: &str, size: u64) -> Verdict {
+    let mut verdict = Verdict::default();
+    for n in raw.names {
+        match classify(&n) {
+            Alert::Detection(sig) => verdict.signatures.push(sig),
+            Alert::NotScanned(reason) => verdict.incomplete.push(Incomplete { reason, detail: n }),
+        }
+    }
+    if let Some(e) = raw.read_error {
+        verdict.incomplete.push(Incomplete {
+            reason: e.reason(),
+            detail: e.to_string(),
+        });
+    } else if let Some(at) = raw.short_read_at {
+        verdict.incomplete.push(Incomplete {
+            reason: Reason::Corrupt,
+            detail: format!("{name}: content ends at byte {at} of {size}"),
+        });
+    } else if let Some(first) = raw.map_failures.first() {
+        verdict.incomplete.push(Incomplete {
+            reason: Reason::EngineError,
+            detail: format!("{name}: libclamav could not read part of the content again: {first}"),
+        });
+    }
+    if let Some(e) = raw.engine_error {
+        // A read error makes libclamav fail with its own (less precise) error: keep ours.
+        if verdict.incomplete.is_empty() {
+            verdict.incomplete.push(Incomplete {
+                reason: Reason::EngineError,
+                detail: format!("libclamav: {e}"),
+            });
+        }
+    }
+    verdict
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+pub(crate) mod tests;
 
-    /// The EICAR test string, assembled at run time so that this source file does not contain it.
-    pub(crate) fn eicar() -> Vec<u8> {
-        let parts = [
-            "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-            "EICAR-STANDARD-",
-            "ANTIVIRUS-TEST-",
-            "FILE!$H+H*",
-        ];
-        parts.concat().into_bytes()
-    }
-
-    /// Writes a database detecting EICAR (`.ndb` body signature) and clam.exe (`.hsb` sha256).
-    pub(crate) fn write_db(dir: &Path) {
-        let hex: String = eicar().iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(dir.join("eicar.ndb"), format!("Test.EICAR:0:*:{hex}\n")).unwrap();
-        let clam = std::fs::read("/usr/share/clamav-testfiles/clam.exe").unwrap();
-        use sha2::Digest;
-        let h = hex::encode(sha2::Sha256::digest(&clam));
-        std::fs::write(
-            dir.join("clam.hsb"),
-            format!("{h}:{}:clam.exe\n", clam.len()),
-        )
-        .unwrap();
-    }
-
-    /// A [`FileReader`] over bytes, optionally failing past a byte offset.
-    #[derive(Debug)]
-    pub(crate) struct MemReader {
-        pub data: Vec<u8>,
-        pub fail_at: Option<u64>,
-        pub size_override: Option<u64>,
-        /// Return at most this many bytes per read (short reads are legal).
-        pub max_read: usize,
-    }
-
-    impl MemReader {
-        pub(crate) fn new(data: Vec<u8>) -> Self {
-            MemReader {
-                data,
-                fail_at: None,
-                size_override: None,
-                max_read: usize::MAX,
-            }
-        }
-    }
-
-    impl FileReader for MemReader {
-        fn size(&self) -> u64 {
-            self.size_override.unwrap_or(self.data.len() as u64)
-        }
-        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-            if let Some(f) = self.fail_at {
-                if offset + buf.len() as u64 > f {
-                    return Err(Error::io(
-                        "mem",
-                        offset,
-                        std::io::Error::other("planted read error"),
-                    ));
-                }
-            }
-            let Ok(off) = usize::try_from(offset) else {
-                return Ok(0);
-            };
-            let Some(src) = self.data.get(off..) else {
-                return Ok(0);
-            };
-            let n = src.len().min(buf.len()).min(self.max_read);
-            buf[..n].copy_from_slice(&src[..n]);
-            Ok(n)
-        }
-    }
-
-    pub(crate) fn engine(limits: Limits) -> ClamAvEngine {
-        let dir = tempfile::tempdir().unwrap();
-        write_db(dir.path());
-        ClamAvEngine::load(&[dir.path().to_path_buf()], limits).unwrap()
-    }
-
-    #[test]
-    fn detects_eicar_in_the_middle_of_a_file() {
-        let e = engine(Limits::default());
-        assert!(e.signatures() >= 2);
-        assert_eq!(e.version(), ffi::version());
-        let mut data = vec![b'a'; 100_000];
-        data.extend(eicar());
-        data.extend(vec![b'b'; 100_000]);
-        let v = e.scan(&mut MemReader::new(data), "x").unwrap();
-        assert_eq!(v.signatures, vec!["Test.EICAR.UNOFFICIAL".to_string()]);
-        assert!(v.incomplete.is_empty());
-    }
-
-    #[test]
-    fn short_reads_are_completed() {
-        let e = engine(Limits::default());
-        let mut data = vec![0x90u8; 50_001];
-        data.extend(eicar());
-        data.extend(vec![0x90u8; 50_003]);
-        let mut r = MemReader::new(data);
-        r.max_read = 7;
-        let v = e.scan(&mut r, "short-reads").unwrap();
-        assert_eq!(v.signatures, vec!["Test.EICAR.UNOFFICIAL".to_string()]);
-        assert!(v.incomplete.is_empty(), "{v:?}");
-    }
-
-    #[test]
-    fn clean_and_empty_content() {
-        let e = engine(Limits::default());
-        let v = e
-            .scan(&mut MemReader::new(b"hello world".to_vec()), "x")
-            .unwrap();
-        assert!(v.is_clean(), "{v:?}");
-        let v = e.scan(&mut MemReader::new(Vec::new()), "empty").unwrap();
-        assert!(v.is_clean(), "{v:?}");
-    }
-
-    #[test]
-    fn hash_signature_matches_clam_exe() {
-        let e = engine(Limits::default());
-        let clam = std::fs::read("/usr/share/clamav-testfiles/clam.exe").unwrap();
-        let v = e.scan(&mut MemReader::new(clam), "clam.exe").unwrap();
-        assert_eq!(v.signatures, vec!["clam.exe.UNOFFICIAL".to_string()]);
-    }
-
-    #[test]
-    fn read_error_is_not_clean() {
-        let e = engine(Limits::default());
-        let mut r = MemReader::new(vec![0u8; 1 << 20]);
-        r.fail_at = Some(4096);
-        let v = e.scan(&mut r, "bad").unwrap();
-        assert!(v.signatures.is_empty());
-        assert_eq!(v.incomplete.len(), 1, "{v:?}");
-        assert_eq!(v.incomplete[0].reason, Reason::IoError);
-    }
-
-    #[test]
-    fn truncated_content_is_not_clean() {
-        let e = engine(Limits::default());
-        let mut r = MemReader::new(vec![0u8; 10_000]);
-        r.size_override = Some(50_000);
-        let v = e.scan(&mut r, "short").unwrap();
-        assert!(!v.is_clean(), "{v:?}");
-        assert_eq!(v.incomplete[0].reason, Reason::Corrupt);
-    }
-
-    #[test]
-    fn over_max_file_size_is_too_large() {
-        let e = engine(Limits {
-            max_file_size: 1000,
-            ..Limits::default()
-        });
-        let mut data = eicar();
-        data.resize(2000, b' ');
-        let v = e.scan(&mut MemReader::new(data), "big").unwrap();
-        assert!(v.signatures.is_empty());
-        assert_eq!(v.incomplete[0].reason, Reason::TooLarge);
-    }
-
-    #[test]
-    fn alert_names_are_classified() {
-        assert_eq!(
-            classify("Heuristics.Limits.Exceeded.MaxFileSize"),
-            Alert::NotScanned(Reason::TooLarge)
-        );
-        assert_eq!(
-            classify("Heuristics.Limits.Exceeded.MaxRecursion"),
-            Alert::NotScanned(Reason::Limit)
-        );
-        assert_eq!(
-            classify("Heuristics.Encrypted.Zip"),
-            Alert::NotScanned(Reason::Encrypted)
-        );
-        assert_eq!(
-            classify("Win.Test.EICAR_HDB-1"),
-            Alert::Detection("Win.Test.EICAR_HDB-1".into())
-        );
-    }
-
-    #[test]
-    fn bad_databases_are_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing");
-        let err = ClamAvEngine::load(&[missing], Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("cannot open"), "{err}");
-        let empty = dir.path().join("empty");
-        std::fs::create_dir(&empty).unwrap();
-        let err = ClamAvEngine::load(&[empty], Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("no signatures"), "{err}");
-        let bad = dir.path().join("bad.ndb");
-        std::fs::write(&bad, "this is not a signature\n").unwrap();
-        let err = ClamAvEngine::load(&[bad], Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("Malformed"), "{err}");
-    }
-
-    #[test]
-    fn corrupt_cvd_is_an_error_and_versions_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut head = b"ClamAV-VDB:24 Nov 2026 02-00 +0000:27042:100:90:x:y:builder:1".to_vec();
-        head.resize(512, b' ');
-        assert_eq!(
-            cvd_version(&write(dir.path(), "daily.cvd", &head)),
-            Some(27042)
-        );
-        assert_eq!(cvd_version(&write(dir.path(), "x.ndb", &head)), None);
-        assert_eq!(
-            cvd_version(&write(dir.path(), "short.cld", b"ClamAV-VDB:1:2")),
-            None
-        );
-        // A truncated .cvd (header, no signed archive) is refused with libclamav's reason.
-        let only = tempfile::tempdir().unwrap();
-        let cvd = write(only.path(), "main.cvd", &head);
-        let err = ClamAvEngine::load(&[cvd], Limits::default()).unwrap_err();
-        assert_eq!(err.reason(), Reason::EngineError);
-        assert!(err.to_string().contains("main.cvd"), "{err}");
-    }
-
-    fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-
-    #[test]
-    fn engine_is_shared_across_threads() {
-        let e = std::sync::Arc::new(engine(Limits::default()));
-        let handles: Vec<_> = (0..4)
-            .map(|i| {
-                let e = e.clone();
-                std::thread::spawn(move || {
-                    let mut data = vec![b'x'; 1000 * (i + 1)];
-                    data.extend(eicar());
-                    e.scan(&mut MemReader::new(data), "t").unwrap().signatures
-                })
-            })
-            .collect();
-        for h in handles {
-            assert_eq!(h.join().unwrap(), vec!["Test.EICAR.UNOFFICIAL".to_string()]);
-        }
-    }
-}
+#[cfg(test)]
+mod reread_tests;

@@ -52,4 +52,51 @@ pub trait ScanEngine: Send + Sync + fmt::Debug {
     /// messages only. An `Err` means nothing could be scanned; partial problems are in
     /// [`Verdict::incomplete`].
     fn scan(&self, reader: &mut dyn FileReader, name: &str) -> Result<Verdict>;
+
+    /// Scans like [`ScanEngine::scan`] and also returns the SHA-256 of the content, computed
+    /// from the same reads where the engine reads in order (`None` when the content could not
+    /// be read completely). The default reads the content a second time.
+    fn scan_hashed(
+        &self,
+        reader: &mut dyn FileReader,
+        name: &str,
+    ) -> Result<(Verdict, Option<[u8; 32]>)> {
+        let verdict = self.scan(reader, name)?;
+        let mut hasher = sha2::Sha256::default();
+        let digest = crate::fs::read_all(reader, name, &mut |chunk| {
+            sha2::Digest::update(&mut hasher, chunk)
+        })
+        .ok()
+        .map(|_| sha2::Digest::finalize(hasher).into());
+        Ok((verdict, digest))
+    }
+
+    /// Scans content already in memory (the whole file).
+    fn scan_bytes(&self, data: &[u8], name: &str) -> Result<Verdict> {
+        self.scan(&mut SliceReader(data), name)
+    }
+
+    /// Identifies everything that decides a verdict (engine version, signatures, limits,
+    /// options), for the verdict cache; `None` when verdicts must not be cached.
+    fn cache_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A [`FileReader`] over bytes in memory.
+#[derive(Debug)]
+pub struct SliceReader<'a>(pub &'a [u8]);
+
+impl FileReader for SliceReader<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = self.0.get(start..).unwrap_or(&[]);
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        Ok(n)
+    }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+pub mod bounded;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
@@ -259,9 +260,11 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
     Ok(None)
 }
 
-/// Opens `volume` as a filesystem of `kind`.
+/// Opens `volume` as a filesystem of `kind`, its entries bounded by the volume's size
+/// ([`bounded::SizeBounded`]).
 pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
-    Ok(match kind {
+    let size = volume.size();
+    let inner: SharedFilesystem = match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             std::sync::Arc::new(ext::ExtVolume::open(volume)?)
         }
@@ -270,5 +273,6 @@ pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
             std::sync::Arc::new(fat::FatVolume::open(volume)?)
         }
         FsKind::Xfs => std::sync::Arc::new(xfs::XfsVolume::open(volume)?),
-    })
+    };
+    Ok(std::sync::Arc::new(bounded::SizeBounded::new(inner, size)))
 }

@@ -15,30 +15,47 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fs::{EntryKind, FileEntry, FileId, FileReader};
 
-/// A walked host tree: its regular files, and how to open them again by id.
+/// One regular file found by [`HostWalker::walk`].
+#[derive(Debug)]
+pub struct HostFile {
+    /// The entry as reported (path absolute, `id` = (inode, device number)).
+    pub entry: FileEntry,
+    /// The path to open (exact bytes, where `entry.path` may be a lossy rendering).
+    pub path: PathBuf,
+    /// The host device holding it.
+    pub dev: u64,
+}
+
+/// What walking a host tree produces, one event at a time.
+#[derive(Debug)]
+pub enum HostEvent {
+    /// A regular file.
+    File(HostFile),
+    /// A part that could not be read: (path, error).
+    Error(String, Error),
+}
+
+/// Walks host trees, numbering the host devices it meets so that `(device, inode)` identifies
+/// content exactly across mounted filesystems (`FileId::stream` holds the device's number).
 #[derive(Debug, Default)]
-pub struct HostTree {
-    /// One path per content id (the first name seen), used to open the content.
-    paths: HashMap<FileId, PathBuf>,
-    /// Host devices seen, numbered in order: `FileId::stream` holds this index so that
-    /// `(device, inode)` identifies content exactly across mounted filesystems.
+pub struct HostWalker {
     devices: HashMap<u64, u32>,
 }
 
-/// What walking a host tree produced.
-#[derive(Debug, Default)]
-pub struct HostWalk {
-    /// Regular files (kind `File`), paths absolute.
-    pub entries: Vec<FileEntry>,
-    /// Parts that could not be read: (path, error).
-    pub errors: Vec<(String, Error)>,
-}
+impl HostWalker {
+    /// The [`FileId`] of a host file.
+    pub fn id_of(&mut self, meta: &std::fs::Metadata) -> FileId {
+        let next = u32::try_from(self.devices.len()).unwrap_or(u32::MAX);
+        let dev = *self.devices.entry(meta.dev()).or_insert(next);
+        FileId {
+            node: meta.ino(),
+            stream: dev,
+        }
+    }
 
-impl HostTree {
-    /// Walks `root` (an absolute directory path) completely.
-    pub fn walk(root: &Path) -> (HostTree, HostWalk) {
-        let mut tree = HostTree::default();
-        let mut out = HostWalk::default();
+    /// Walks `root` (an absolute directory path), streaming each regular file and error to
+    /// `visit` in name order, without holding the tree in memory.
+    pub fn walk(&mut self, root: &Path, visit: &mut dyn FnMut(HostEvent)) {
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
             .follow_root_links(true)
@@ -52,7 +69,7 @@ impl HostTree {
                         Some(io) => Error::io(&path, 0, io),
                         None => Error::corrupt(&path, 0, "directory loop"),
                     };
-                    out.errors.push((path, err));
+                    visit(HostEvent::Error(path, err));
                     continue;
                 }
             };
@@ -67,62 +84,52 @@ impl HostTree {
                         Some(io) => Error::io(&path_str, 0, io),
                         None => Error::corrupt(&path_str, 0, "metadata unreadable"),
                     };
-                    out.errors.push((path_str, err));
+                    visit(HostEvent::Error(path_str, err));
                     continue;
                 }
             };
-            let next = u32::try_from(tree.devices.len()).unwrap_or(u32::MAX);
-            let dev = *tree.devices.entry(meta.dev()).or_insert(next);
-            let id = FileId {
-                node: meta.ino(),
-                stream: dev,
-            };
-            tree.paths
-                .entry(id)
-                .or_insert_with(|| entry.path().to_path_buf());
-            out.entries.push(FileEntry {
-                path: path_str,
-                stream: None,
-                kind: EntryKind::File,
-                size: meta.len(),
-                id,
-                unreadable: None,
-            });
+            let id = self.id_of(&meta);
+            visit(HostEvent::File(HostFile {
+                entry: FileEntry {
+                    path: path_str,
+                    stream: None,
+                    kind: EntryKind::File,
+                    size: meta.len(),
+                    id,
+                    unreadable: None,
+                },
+                path: entry.path().to_path_buf(),
+                dev: meta.dev(),
+            }));
         }
-        (tree, out)
     }
+}
 
-    /// Opens the content of a walked entry (by its id, so every hard-linked name reads the same
-    /// file), refusing anything that is no longer a regular file.
-    pub fn open(&self, entry: &FileEntry) -> Result<Box<dyn FileReader>> {
-        use rustix::fs::{Mode, OFlags};
-        let path = self.paths.get(&entry.id).ok_or_else(|| Error::NotFound {
-            object: "host tree".into(),
-            detail: entry.path.clone(),
-        })?;
-        let name = path.display().to_string();
-        // NOFOLLOW and NONBLOCK: the tree may have changed since the walk; never follow a link
-        // that replaced the file, never block on a FIFO that did.
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(&name, 0, e.into()))?;
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(|e| Error::io(&name, 0, e))?;
-        if !meta.file_type().is_file() {
-            return Err(Error::Refused {
-                object: name,
-                detail: "no longer a regular file".into(),
-            });
-        }
-        Ok(Box::new(HostFileReader {
-            file,
-            size: meta.len(),
-            name,
-        }))
+/// Opens a host file found by a walk, refusing anything that is no longer the same regular file
+/// (the tree may have changed since: never follow a link that replaced it, never block on a
+/// FIFO that did, never read another inode under the old name).
+pub fn open_file(path: &Path, dev: u64, ino: u64) -> Result<Box<dyn FileReader>> {
+    use rustix::fs::{Mode, OFlags};
+    let name = path.display().to_string();
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(&name, 0, e.into()))?;
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|e| Error::io(&name, 0, e))?;
+    if !meta.file_type().is_file() || meta.dev() != dev || meta.ino() != ino {
+        return Err(Error::Refused {
+            object: name,
+            detail: "no longer the regular file that was listed".into(),
+        });
     }
+    Ok(Box::new(HostFileReader {
+        file,
+        size: meta.len(),
+        name,
+    }))
 }
 
 /// Positional reader over a host file.
@@ -166,18 +173,32 @@ mod tests {
         std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
         std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
-        let (tree, walk) = HostTree::walk(dir.path());
-        assert!(walk.errors.is_empty(), "{:?}", walk.errors);
-        let mut paths: Vec<_> = walk.entries.iter().map(|e| e.path.clone()).collect();
-        paths.sort();
+        let mut files = Vec::new();
+        HostWalker::default().walk(dir.path(), &mut |ev| match ev {
+            HostEvent::File(f) => files.push(f),
+            HostEvent::Error(p, e) => panic!("{p}: {e}"),
+        });
+        let paths: Vec<_> = files.iter().map(|f| f.entry.path.clone()).collect();
         assert_eq!(paths.len(), 3, "{paths:?}");
+        assert!(
+            paths[0].ends_with("/a") && paths[1].ends_with("/b"),
+            "name order"
+        );
         assert!(paths[2].ends_with("/d39/f"));
         assert_eq!(
-            walk.entries[0].id, walk.entries[1].id,
+            files[0].entry.id, files[1].entry.id,
             "hard links share an id"
         );
-        let mut r = tree.open(&walk.entries[2]).unwrap();
+        let f = &files[2];
+        let mut r = open_file(&f.path, f.dev, f.entry.id.node).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(r.read_at(0, &mut buf).unwrap(), 4);
+        // Replaced since the walk: refused.
+        std::fs::remove_file(&f.path).unwrap();
+        std::fs::write(&f.path, b"other").unwrap();
+        let fresh = std::fs::metadata(&f.path).unwrap();
+        if fresh.ino() != f.entry.id.node {
+            assert!(open_file(&f.path, f.dev, f.entry.id.node).is_err());
+        }
     }
 }

@@ -1,34 +1,44 @@
 //! The scan pipeline (DESIGN.md sections 1 and 3): targets -> volumes -> files -> engine ->
 //! [`ScanReport`].
 //!
-//! Per target and per volume, the filesystem is walked first (sequentially: walks are cheap and
-//! filesystem-specific), then the files are scanned on a local rayon pool of `jobs` threads,
-//! largest first so that one huge file does not start last and hold the scan up alone. Content
-//! is scanned once per [`FileId`] (hard links share it); every name of a detected file is
-//! reported.
+//! A walker thread opens the targets one after the other and walks their volumes, feeding one
+//! item per content into a bounded, largest-first [`queue::WorkQueue`]; `jobs` scan workers take
+//! items from it as they come. Walking and scanning overlap, several volumes and targets are in
+//! flight at once (the walker moves on while the workers finish the previous volume), memory is
+//! bounded by the queue's capacity whatever the number of files (plus, while a volume is being
+//! walked, one small record per content id of that volume, to read hard links once), and a big
+//! file starts as soon as it is seen instead of after the whole volume was listed.
+//!
+//! Content is scanned once per [`FileId`] (hard links share it) and every name of a detected
+//! file is reported. With a [`VerdictCache`], a content already scanned completely by the same
+//! engine, signatures and limits is not scanned again (`stats.cached_files`, `cached` on
+//! detections); see [`worker`] for how the hash is computed from the content read for the scan.
 //!
 //! Accounting is exact: every enumerated file ends either scanned completely (counted in
 //! [`ScanStats`]) or in `not_scanned` with a reason (it may also have detections). Targets that
 //! cannot be opened, partition-table problems, volumes that cannot be read and walk errors are
 //! `not_scanned` entries too (with `partition` and/or `path` null when a whole target or volume
 //! is concerned). A corrupt volume does not stop the rest.
+//!
+//! Targets: a disk image, device or NBD export goes through the inventory; a host directory is
+//! walked ([`host`]); a regular host file that holds no partition table and no filesystem is not
+//! a disk image and is scanned as one file, as clamscan does (report format `file`).
 
+#[cfg(test)]
+mod cache_tests;
 pub mod host;
+pub mod queue;
+mod walk;
+pub mod worker;
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
+use crate::cache::VerdictCache;
 use crate::disk::OpenOptions;
 use crate::engine::ScanEngine;
 use crate::error::{Error, Result};
-use crate::fs::{self, EntryKind, FileEntry, FileId, FileReader, WalkEvent};
-use crate::inventory;
-use crate::report::{
-    now_rfc3339, Detection, NotScanned, PartitionReport, ScanReport, ScanStats, TargetReport,
-};
+use crate::report::{now_rfc3339, Detection, NotScanned, ScanReport, ScanStats};
 
 /// Scan options.
 #[derive(Debug, Clone, Default)]
@@ -37,13 +47,15 @@ pub struct ScanOptions {
     pub jobs: usize,
     /// How disk images are opened (backing-file policy, snapshot).
     pub open: OpenOptions,
+    /// Verdicts of contents scanned before (by this engine identity), and where new ones go.
+    pub cache: Option<Arc<VerdictCache>>,
 }
 
 /// Receives progress while a scan runs (from scan threads: implementations must be `Sync`).
 pub trait ScanObserver: Sync {
     /// Enumeration of a volume (or host directory) starts.
     fn walking(&self, _target: &str, _partition: u32) {}
-    /// A volume was enumerated: `files` more files of `bytes` total will be scanned.
+    /// More content was found: `files` more contents of `bytes` total will be scanned.
     fn enumerated(&self, _files: u64, _bytes: u64) {}
     /// One content was finished (scanned or not), `bytes` of its size.
     fn finished(&self, _bytes: u64) {}
@@ -58,41 +70,44 @@ pub trait ScanObserver: Sync {
 pub struct NoProgress;
 impl ScanObserver for NoProgress {}
 
-/// Reads the content of an enumerated entry: a guest filesystem or a host tree.
-trait Contents: Sync {
-    fn open_entry(&self, entry: &FileEntry) -> Result<Box<dyn FileReader + '_>>;
-}
-
-impl Contents for dyn fs::Filesystem + '_ {
-    fn open_entry(&self, entry: &FileEntry) -> Result<Box<dyn FileReader + '_>> {
-        self.open(entry)
-    }
-}
-
-impl Contents for host::HostTree {
-    fn open_entry(&self, entry: &FileEntry) -> Result<Box<dyn FileReader + '_>> {
-        self.open(entry)
-    }
-}
-
 /// Everything the scan of one target produced.
 #[derive(Debug, Default)]
 struct Findings {
     files: u64,
     bytes: u64,
+    cached_files: u64,
     detections: Vec<Detection>,
     not_scanned: Vec<NotScanned>,
 }
 
-/// Shared state of one scan.
-struct Scan<'a> {
-    engine: &'a dyn ScanEngine,
-    pool: rayon::ThreadPool,
+/// Findings per target (by index), filled by the walker and the workers.
+struct Collector<'a> {
+    targets: Mutex<Vec<Findings>>,
     observer: &'a dyn ScanObserver,
 }
 
-/// Scans every target and builds the report. Fails only when the thread pool cannot be built;
-/// every problem with a target is in the report.
+impl Collector<'_> {
+    fn with(&self, target: usize, f: impl FnOnce(&mut Findings)) {
+        if let Ok(mut all) = self.targets.lock() {
+            if let Some(t) = all.get_mut(target) {
+                f(t);
+            }
+        }
+    }
+
+    fn note(&self, target: usize, n: NotScanned) {
+        self.observer.not_scanned(&n);
+        self.with(target, |f| f.not_scanned.push(n));
+    }
+
+    fn detection(&self, target: usize, d: Detection) {
+        self.observer.detection(&d);
+        self.with(target, |f| f.detections.push(d));
+    }
+}
+
+/// Scans every target and builds the report. Fails only when the scan threads cannot be
+/// started; every problem with a target is in the report.
 pub fn scan_targets(
     engine: &dyn ScanEngine,
     targets: &[String],
@@ -101,322 +116,81 @@ pub fn scan_targets(
 ) -> Result<ScanReport> {
     let started = now_rfc3339();
     let clock = Instant::now();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs)
-        .thread_name(|i| format!("coldscan-scan-{i}"))
-        .build()
-        .map_err(|e| Error::Engine {
-            object: "scan".into(),
-            detail: format!("cannot start scan threads: {e}"),
-        })?;
-    let scan = Scan {
-        engine,
-        pool,
-        observer,
-    };
+    let (target_reports, findings) = run(engine, opts, observer, targets.len(), |walker| {
+        walker.run(targets)
+    })?;
     let mut report = ScanReport {
         tool: "coldscan".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         engine: engine.info(),
         started,
         finished: String::new(),
-        targets: Vec::with_capacity(targets.len()),
+        targets: target_reports,
         stats: ScanStats::default(),
         detections: Vec::new(),
         not_scanned: Vec::new(),
     };
-    for target in targets {
-        let (target_report, mut findings) = if inventory::is_directory(target) {
-            scan.directory(target)
-        } else {
-            scan.disk(target, &opts.open)
-        };
-        findings.detections.sort();
-        findings.not_scanned.sort();
-        report.targets.push(target_report);
-        report.stats.files += findings.files;
-        report.stats.bytes += findings.bytes;
-        report.detections.extend(findings.detections);
-        report.not_scanned.extend(findings.not_scanned);
+    for mut f in findings {
+        f.detections.sort();
+        f.not_scanned.sort();
+        report.stats.files += f.files;
+        report.stats.bytes += f.bytes;
+        report.stats.cached_files += f.cached_files;
+        report.detections.extend(f.detections);
+        report.not_scanned.extend(f.not_scanned);
     }
     report.stats.seconds = clock.elapsed().as_secs_f64();
     report.finished = now_rfc3339();
     Ok(report)
 }
 
-impl Scan<'_> {
-    fn note(&self, f: &mut Findings, n: NotScanned) {
-        self.observer.not_scanned(&n);
-        f.not_scanned.push(n);
-    }
-
-    /// A host directory tree.
-    fn directory(&self, target: &str) -> (TargetReport, Findings) {
-        let mut findings = Findings::default();
-        let root = std::path::absolute(Path::new(target))
-            .unwrap_or_else(|_| Path::new(target).to_path_buf());
-        let report = TargetReport {
-            target: target.to_string(),
-            format: "directory".into(),
-            chain: Vec::new(),
-            size: 0,
-            partitions: Vec::new(),
-        };
-        self.observer.walking(target, 0);
-        let (tree, walk) = host::HostTree::walk(&root);
-        for (path, error) in walk.errors {
-            self.note(
-                &mut findings,
-                NotScanned {
-                    target: target.to_string(),
-                    partition: Some(0),
-                    path: Some(path),
-                    reason: error.reason(),
-                    detail: error.to_string(),
-                },
-            );
-        }
-        self.files(target, 0, &walk.entries, &tree, &mut findings);
-        (report, findings)
-    }
-
-    /// A disk image or device, through the inventory.
-    fn disk(&self, target: &str, open: &OpenOptions) -> (TargetReport, Findings) {
-        let mut findings = Findings::default();
-        let opened = match inventory::open_disk(target, open) {
-            Ok(t) => t,
-            Err(e) => {
-                self.note(
-                    &mut findings,
-                    NotScanned {
-                        target: target.to_string(),
-                        partition: None,
-                        path: None,
-                        reason: e.reason(),
-                        detail: e.to_string(),
-                    },
-                );
-                let report = TargetReport {
-                    target: target.to_string(),
-                    format: "unknown".into(),
-                    chain: Vec::new(),
-                    size: 0,
-                    partitions: Vec::new(),
-                };
-                return (report, findings);
-            }
-        };
-        let report = TargetReport {
-            target: target.to_string(),
-            format: opened.disk.format.as_str().to_string(),
-            chain: opened.disk.chain.iter().map(|l| l.path.clone()).collect(),
-            size: opened.disk.source.size(),
-            partitions: opened
-                .volumes
-                .iter()
-                .map(|v| PartitionReport {
-                    index: v.partition.index,
-                    scheme: opened.table.scheme.as_str().to_string(),
-                    type_id: v.partition.type_id.clone(),
-                    start: v.partition.start,
-                    size: v.partition.size,
-                    fs: v.fs_kind.map(|k| k.as_str().to_string()),
-                    status: v.status(),
-                })
-                .collect(),
-        };
-        for p in &opened.table.problems {
-            self.note(
-                &mut findings,
-                NotScanned {
-                    target: target.to_string(),
-                    partition: None,
-                    path: None,
-                    reason: p.reason(),
-                    detail: p.to_string(),
-                },
-            );
-        }
-        for v in &opened.volumes {
-            let index = v.partition.index;
-            if let Some(e) = v.problem() {
-                self.note(
-                    &mut findings,
-                    NotScanned {
-                        target: target.to_string(),
-                        partition: Some(index),
-                        path: None,
-                        reason: e.reason(),
-                        detail: e.to_string(),
-                    },
-                );
-            }
-            let Ok(fsys) = &v.filesystem else { continue };
-            self.volume(target, index, fsys.as_ref(), &mut findings);
-        }
-        (report, findings)
-    }
-
-    /// Walks one guest volume and scans its files.
-    fn volume(&self, target: &str, index: u32, fsys: &dyn fs::Filesystem, findings: &mut Findings) {
-        self.observer.walking(target, index);
-        let mut entries = Vec::new();
-        let mut walk_errors = Vec::new();
-        let walked = fsys.walk(&mut |ev| match ev {
-            WalkEvent::Entry(e) => {
-                if e.kind == EntryKind::File {
-                    entries.push(e);
-                }
-            }
-            WalkEvent::Error { path, error } => walk_errors.push((Some(path), error)),
-        });
-        if let Err(e) = walked {
-            walk_errors.push((None, e));
-        }
-        for (path, error) in walk_errors {
-            self.note(
-                findings,
-                NotScanned {
-                    target: target.to_string(),
-                    partition: Some(index),
-                    path,
-                    reason: error.reason(),
-                    detail: error.to_string(),
-                },
-            );
-        }
-        self.files(target, index, &entries, fsys, findings);
-    }
-
-    /// Scans the regular files of one volume: once per content id, largest first.
-    fn files<C: Contents + ?Sized>(
-        &self,
-        target: &str,
-        partition: u32,
-        entries: &[FileEntry],
-        contents: &C,
-        findings: &mut Findings,
-    ) {
-        let mut by_id: HashMap<FileId, Vec<&FileEntry>> = HashMap::new();
-        for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
-            if let Some(u) = &e.unreadable {
-                self.note(
-                    findings,
-                    NotScanned {
-                        target: target.to_string(),
-                        partition: Some(partition),
-                        path: Some(e.path.clone()),
-                        reason: u.reason,
-                        detail: format!("{}: {}", e.path, u.detail),
-                    },
-                );
-                continue;
-            }
-            by_id.entry(e.id).or_default().push(e);
-        }
-        let mut work: Vec<Vec<&FileEntry>> = by_id.into_values().collect();
-        // Largest first (head-of-line blocking), then by id for a stable order.
-        work.sort_by(|a, b| {
-            let (a, b) = (a[0], b[0]);
-            b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id))
-        });
-        let total: u64 = work.iter().map(|names| names[0].size).sum();
-        self.observer.enumerated(work.len() as u64, total);
-        let results: Vec<Findings> = self.pool.install(|| {
-            crate::parallel::map_each(&work, |names| self.one(target, partition, names, contents))
-        });
-        for r in results {
-            findings.files += r.files;
-            findings.bytes += r.bytes;
-            findings.detections.extend(r.detections);
-            findings.not_scanned.extend(r.not_scanned);
-        }
-    }
-
-    /// Scans one content (all its names), on a pool thread.
-    fn one<C: Contents + ?Sized>(
-        &self,
-        target: &str,
-        partition: u32,
-        names: &[&FileEntry],
-        contents: &C,
-    ) -> Findings {
-        let mut out = Findings::default();
-        let Some(first) = names.first() else {
-            return out;
-        };
-        let verdict = contents
-            .open_entry(first)
-            .and_then(|mut reader| self.engine.scan(reader.as_mut(), &first.path));
-        match verdict {
-            Err(e) => {
-                for n in names {
-                    self.note(
-                        &mut out,
-                        NotScanned {
-                            target: target.to_string(),
-                            partition: Some(partition),
-                            path: Some(n.path.clone()),
-                            reason: e.reason(),
-                            detail: e.to_string(),
-                        },
-                    );
-                }
-            }
-            Ok(v) => {
-                if v.incomplete.is_empty() {
-                    out.files = names.len() as u64;
-                    out.bytes = first.size;
-                }
-                for inc in &v.incomplete {
-                    for n in names {
-                        self.note(
-                            &mut out,
-                            NotScanned {
-                                target: target.to_string(),
-                                partition: Some(partition),
-                                path: Some(n.path.clone()),
-                                reason: inc.reason,
-                                detail: inc.detail.clone(),
-                            },
-                        );
-                    }
-                }
-                if !v.signatures.is_empty() {
-                    let sha256 = sha256_of(contents, first);
-                    for sig in &v.signatures {
-                        for n in names {
-                            let d = Detection {
-                                target: target.to_string(),
-                                partition,
-                                path: n.path.clone(),
-                                stream: n.stream.clone(),
-                                size: n.size,
-                                sha256: sha256.clone(),
-                                signature: sig.clone(),
-                            };
-                            self.observer.detection(&d);
-                            out.detections.push(d);
-                        }
-                    }
+/// Runs the pipeline: `walk` feeds the queue on this thread while `jobs` workers scan.
+fn run<R>(
+    engine: &dyn ScanEngine,
+    opts: &ScanOptions,
+    observer: &dyn ScanObserver,
+    targets: usize,
+    walk: impl FnOnce(walk::Walker<'_>) -> R,
+) -> Result<(R, Vec<Findings>)> {
+    let jobs = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let collector = Collector {
+        targets: Mutex::new((0..targets).map(|_| Findings::default()).collect()),
+        observer,
+    };
+    let queue = queue::WorkQueue::new(queue::QUEUE_CAPACITY, 1);
+    let cache = opts.cache.as_deref();
+    let walked = std::thread::scope(|scope| -> Result<R> {
+        let mut workers = Vec::with_capacity(jobs);
+        for i in 0..jobs {
+            let (queue, collector) = (&queue, &collector);
+            let spawned = std::thread::Builder::new()
+                .name(format!("coldscan-scan-{i}"))
+                .spawn_scoped(scope, move || {
+                    worker::Worker::new(engine, cache, collector).run(queue)
+                });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    queue.producer_done();
+                    return Err(Error::Engine {
+                        object: "scan".into(),
+                        detail: format!("cannot start scan threads: {e}"),
+                    });
                 }
             }
         }
-        self.observer.finished(first.size);
-        out
-    }
-}
-
-/// sha256 of a detected file's content (read again: detections are rare, and libclamav does not
-/// read every byte in order).
-fn sha256_of<C: Contents + ?Sized>(contents: &C, entry: &FileEntry) -> Option<String> {
-    let mut reader = contents.open_entry(entry).ok()?;
-    let mut hasher = Sha256::new();
-    fs::read_all(reader.as_mut(), &entry.path, &mut |chunk| {
-        hasher.update(chunk)
-    })
-    .ok()?;
-    Some(hex::encode(hasher.finalize()))
+        let walked = walk(walk::Walker::new(&queue, &collector, &opts.open));
+        queue.producer_done();
+        for w in workers {
+            let _ = w.join();
+        }
+        Ok(walked)
+    })?;
+    let findings = collector.targets.into_inner().unwrap_or_default();
+    Ok((walked, findings))
 }
 
 /// Whether a report shows anything not scanned that `--allow-partial` does not excuse: a whole
@@ -431,6 +205,9 @@ mod tests {
     use crate::engine::clamav::tests::{eicar, engine};
     use crate::engine::clamav::Limits;
     use crate::error::Reason;
+    use crate::fs::{self, EntryKind, FileEntry, FileId, FileReader, WalkEvent};
+    use sha2::{Digest, Sha256};
+    use std::path::Path;
 
     fn scan_dir(dir: &Path, limits: Limits) -> ScanReport {
         let e = engine(limits);
@@ -621,16 +398,22 @@ mod tests {
             ],
         };
         let e = engine(Limits::default());
-        let scan = Scan {
-            engine: &e,
-            pool: rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .unwrap(),
-            observer: &NoProgress,
+        let opts = ScanOptions {
+            jobs: 2,
+            ..ScanOptions::default()
         };
-        let mut f = Findings::default();
-        scan.volume("disk.img", 2, &fsys, &mut f);
+        let fsys: crate::fs::SharedFilesystem = Arc::new(fsys);
+        let ((), mut findings) = run(&e, &opts, &NoProgress, 1, |walker| {
+            let origin = worker::Origin {
+                target: 0,
+                target_name: Arc::from("disk.img"),
+                partition: 2,
+                volume: None,
+            };
+            walker.volume(&origin, &fsys);
+        })
+        .unwrap();
+        let mut f = findings.pop().unwrap();
         f.detections.sort();
         f.not_scanned.sort();
         let found: Vec<(&str, Option<&str>)> = f

@@ -30,10 +30,14 @@
 
 pub mod attribute;
 pub mod boot;
+pub mod huffman;
 pub mod lznt1;
+pub mod lzx;
 pub mod record;
 pub mod runlist;
 pub mod stream;
+pub mod wof;
+pub mod xpress;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -139,6 +143,9 @@ struct Node {
     unreadable: Option<Unreadable>,
     /// Named data streams in [`FileId::stream`] order: name, size, unreadable.
     streams: Vec<(String, u64, Option<Unreadable>)>,
+    /// For a decodable CompactOS file, its algorithm: the content is read through
+    /// `WofCompressedData`, which is then not listed as a stream of its own.
+    wof: Option<wof::WofAlgorithm>,
     /// A problem found while summarising the record (unreadable reparse point), reported by
     /// the walk at the file's first listed path.
     problem: Option<Error>,
@@ -601,6 +608,7 @@ impl NtfsVolume {
         } else {
             streams.get("").and_then(|e| stream_unreadable(e))
         };
+        let mut wof_algorithm = None;
         if let Some(rp) = &reparse {
             match rp.tag {
                 attribute::IO_REPARSE_TAG_SYMLINK
@@ -618,10 +626,14 @@ impl NtfsVolume {
                     unreadable = None;
                 }
                 attribute::IO_REPARSE_TAG_WOF if !is_dir => {
-                    unreadable = Some(Unreadable {
-                        reason: Reason::UnsupportedCompression,
-                        detail: rp.wof_algorithm(),
-                    });
+                    wof_algorithm = wof::WofAlgorithm::from_reparse_data(&rp.data)
+                        .filter(|_| streams.contains_key(wof::WOF_STREAM));
+                    if wof_algorithm.is_none() {
+                        unreadable = Some(Unreadable {
+                            reason: Reason::UnsupportedCompression,
+                            detail: rp.wof_algorithm(),
+                        });
+                    }
                 }
                 attribute::IO_REPARSE_TAG_DEDUP if !is_dir => {
                     unreadable = Some(Unreadable {
@@ -637,9 +649,7 @@ impl NtfsVolume {
                 _ => {}
             }
         }
-        let named = streams
-            .iter()
-            .filter(|(n, _)| !n.is_empty())
+        let named = listed_streams(&streams, wof_algorithm)
             .map(|(n, e)| (n.to_string(), stream_size(e), stream_unreadable(e)))
             .collect();
         Node {
@@ -650,6 +660,7 @@ impl NtfsVolume {
             size,
             unreadable,
             streams: named,
+            wof: wof_algorithm,
             problem,
         }
     }
@@ -748,6 +759,17 @@ impl NtfsVolume {
             }),
         }
     }
+}
+
+/// The named streams listed for a file, in [`FileId::stream`] order: a CompactOS file's
+/// `WofCompressedData` is its content, not a stream of its own.
+fn listed_streams<'s, 'a>(
+    streams: &'s BTreeMap<&'a str, Vec<&'a Attribute>>,
+    wof: Option<wof::WofAlgorithm>,
+) -> impl Iterator<Item = (&'s &'a str, &'s Vec<&'a Attribute>)> {
+    streams
+        .iter()
+        .filter(move |(n, _)| !n.is_empty() && (wof.is_none() || **n != wof::WOF_STREAM))
 }
 
 /// The names a record is listed under: DOS-only 8.3 aliases are dropped when the same parent
@@ -1013,9 +1035,23 @@ impl Filesystem for NtfsVolume {
             )));
         }
         let streams = Self::data_streams(&file);
+        // Checked again here: an entry built by hand must not get compressed bytes either.
+        let node = self.describe(&file);
         let extents = if entry.id.stream == 0 {
             if entry.kind != EntryKind::File {
                 return Ok(empty());
+            }
+            if let (Some(algorithm), Some(e), None) =
+                (node.wof, streams.get(wof::WOF_STREAM), &node.unreadable)
+            {
+                let data = StreamData::from_extents(e, cs, self.boot.total_clusters, &object)?;
+                let compressed = StreamReader::new(self.src.as_ref(), cs, data, object.clone());
+                return Ok(Box::new(wof::WofReader::new(
+                    Box::new(compressed),
+                    algorithm,
+                    node.size,
+                    object,
+                )?));
             }
             match streams.get("") {
                 Some(e) => e,
@@ -1023,9 +1059,7 @@ impl Filesystem for NtfsVolume {
             }
         } else {
             let index = usize::try_from(entry.id.stream - 1).unwrap_or(usize::MAX);
-            let (name, e) = streams
-                .iter()
-                .filter(|(n, _)| !n.is_empty())
+            let (name, e) = listed_streams(&streams, node.wof)
                 .nth(index)
                 .ok_or_else(|| Error::NotFound {
                     object: object.clone(),
@@ -1042,8 +1076,6 @@ impl Filesystem for NtfsVolume {
             }
             e
         };
-        // Checked again here: an entry built by hand must not get compressed bytes either.
-        let node = self.describe(&file);
         let unreadable = if entry.id.stream == 0 {
             node.unreadable
         } else {

@@ -150,6 +150,7 @@ fn main_fixture() -> Planted {
     std::fs::write(dir.path().join("comp.bin"), &comp).unwrap();
     std::fs::write(dir.path().join("rnd.bin"), &rnd).unwrap();
     std::fs::write(dir.path().join("small.bin"), &eicar_like).unwrap();
+    let mut wof_files: Vec<(String, Vec<u8>)> = Vec::new();
     let spec = "\
 mkdir /docs
 mkdir /docs/deep
@@ -176,8 +177,24 @@ file /Ünïcödé/Long%20File%20Name.txt text:long
 dosname /Ünïcödé/Long%20File%20Name.txt LONGFI~1.TXT
 file /secret.txt text:secret
 encrypt /secret.txt
-wof /compact.exe 3 100000 fill:ab:3000
+wof /compact.exe 9 100000 fill:ab:3000
+wof /wof-xpress4k.exe 0 70001 @wof0.bin
+wof /wof-lzx.exe 1 70001 @wof1.bin
+wof /wof-xpress8k.exe 2 70001 @wof2.bin
+wof /wof-xpress16k.exe 3 70001 @wof3.bin
 ";
+    let wof_plain = super::wof::tests::contents().swap_remove(10);
+    for (id, name) in [
+        (0, "xpress4k"),
+        (1, "lzx"),
+        (2, "xpress8k"),
+        (3, "xpress16k"),
+    ] {
+        let algo = super::wof::WofAlgorithm::from_id(id).unwrap();
+        let stream = super::wof::tests::wof_stream(dir.path(), algo, &wof_plain);
+        std::fs::write(dir.path().join(format!("wof{id}.bin")), stream).unwrap();
+        wof_files.push((format!("/wof-{name}.exe"), wof_plain.clone()));
+    }
     let img = make_image(dir.path(), 48, spec);
     let mut files = BTreeMap::new();
     let mut put = |p: &str, k, d: Option<&[u8]>| {
@@ -221,6 +238,10 @@ wof /compact.exe 3 100000 fill:ab:3000
     put("/secret.txt", File, None);
     put("/compact.exe", File, None);
     put("/compact.exe:WofCompressedData", File, Some(&[0xAB; 3000]));
+    // Decodable CompactOS files: listed with their uncompressed content, without the stream.
+    for (path, data) in &wof_files {
+        put(path, File, Some(data));
+    }
     Planted { dir, img, files }
 }
 
@@ -266,7 +287,7 @@ fn walk_matches_the_planted_tree() {
     assert_eq!(u.reason, Reason::Encrypted);
     let u = seen["/compact.exe"].unreadable.clone().unwrap();
     assert_eq!(u.reason, Reason::UnsupportedCompression);
-    assert_eq!(u.detail, "CompactOS XPRESS16K");
+    assert_eq!(u.detail, "CompactOS algorithm 9");
     // Hard links: one id.
     assert_eq!(seen["/docs/readme.txt"].id, seen["/readme-link.txt"].id);
     assert_eq!(
@@ -373,7 +394,10 @@ fn agrees_with_the_sleuth_kit() {
             (e.path.clone(), k)
         })
         .collect();
-    assert_eq!(ours, sleuthkit_list(&p.img));
+    // TSK lists a CompactOS file's WofCompressedData stream; we read it as the file's content.
+    let mut tsk = sleuthkit_list(&p.img);
+    tsk.retain(|path, _| !(path.starts_with("/wof-") && path.ends_with(":WofCompressedData")));
+    assert_eq!(ours, tsk);
     // icat of the compressed file equals our decompressed content.
     let e = entries
         .iter()
@@ -656,6 +680,7 @@ fn dos_aliases_are_dropped_only_beside_a_long_name() {
         size: 0,
         unreadable: None,
         streams: Vec::new(),
+        wof: None,
         problem: None,
     };
     let got: Vec<(u64, &str)> = link_names(&node)
