@@ -163,6 +163,7 @@ pub fn walk_records(root: &Path, fs_kind: &str) -> anyhow::Result<Vec<Record>> {
             };
             out.push(Record {
                 partition: 0,
+                volume: None,
                 fs: fs_kind.to_string(),
                 path,
                 stream: None,
