@@ -50,11 +50,20 @@ if ! mount -o loop "$tmp/d.img" "$tmp/mnt"; then
   echo "seed_xfs.sh: the dirty-log seeds need a loop mount (root, loop devices, XFS driver)" >&2
   exit 1
 fi
-mkdir -p "$tmp/mnt/a/b"
-for i in $(seq 1 40); do head -c $((i * 97)) /dev/urandom > "$tmp/mnt/a/f$i"; done
+mkdir -p "$tmp/mnt/a/b" "$tmp/mnt/gone"
+# fsyncs force the log often: many records and transactions; the removed directory's blocks
+# give cancelled buffers.
+for i in $(seq 1 40); do
+  head -c $((i * 97)) /dev/urandom > "$tmp/mnt/a/f$i"
+  [ $((i % 4)) = 0 ] && xfs_io -c fsync "$tmp/mnt/a/f$i"
+done
+for i in $(seq 1 200); do : > "$tmp/mnt/gone/entry-with-a-long-name-$i"; done
+xfs_io -c fsync "$tmp/mnt/gone"
+rm -rf "$tmp/mnt/gone"
 for i in $(seq 1 10); do rm "$tmp/mnt/a/f$i"; done
 cp "$tmp/big" "$tmp/mnt/a/b/big"
 ln -s f20 "$tmp/mnt/a/sym"
+xfs_io -c fsync "$tmp/mnt/a/b/big"
 xfs_io -x -c 'shutdown -f' "$tmp/mnt"
 umount "$tmp/mnt"
 encode "$tmp/d.img" "$here/corpus/xfs/dirty-log.bin"
