@@ -4,6 +4,7 @@
 //! Sleuth Kit and comparing listings.
 #![forbid(unsafe_code)]
 
+pub mod btrfs;
 pub mod cache;
 pub mod checks;
 pub mod coldscan;

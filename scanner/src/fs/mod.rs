@@ -13,6 +13,7 @@ use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
 pub mod bounded;
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
@@ -39,6 +40,8 @@ pub enum FsKind {
     Fat32,
     /// XFS (v4 and v5).
     Xfs,
+    /// Btrfs.
+    Btrfs,
 }
 
 impl FsKind {
@@ -53,6 +56,7 @@ impl FsKind {
             FsKind::Fat16 => "fat16",
             FsKind::Fat32 => "fat32",
             FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
@@ -247,6 +251,15 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
             return Ok(Some(FsKind::Xfs));
         }
     }
+    let mut btrfs_sb = [0u8; 0x48];
+    if volume.size()
+        >= btrfs::superblock::SUPERBLOCK_OFFSETS[0] + btrfs::superblock::SUPERBLOCK_SIZE as u64
+    {
+        volume.read_exact_at(btrfs::superblock::SUPERBLOCK_OFFSETS[0], &mut btrfs_sb)?;
+        if btrfs::probe(&btrfs_sb) {
+            return Ok(Some(FsKind::Btrfs));
+        }
+    }
     if ntfs::probe(volume.as_ref())? {
         return Ok(Some(FsKind::Ntfs));
     }
@@ -273,6 +286,7 @@ pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
             std::sync::Arc::new(fat::FatVolume::open(volume)?)
         }
         FsKind::Xfs => std::sync::Arc::new(xfs::XfsVolume::open(volume)?),
+        FsKind::Btrfs => std::sync::Arc::new(btrfs::BtrfsVolume::open(volume)?),
     };
     Ok(std::sync::Arc::new(bounded::SizeBounded::new(inner, size)))
 }
