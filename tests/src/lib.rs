@@ -19,6 +19,7 @@ pub mod lvm;
 pub mod manifest;
 pub mod md;
 pub mod ntfs;
+pub mod rhel;
 pub mod testdb;
 pub mod thin;
 pub mod tools;
