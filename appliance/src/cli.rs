@@ -45,7 +45,7 @@ impl DiskArgs {
 enum Command {
     /// Scan every file of every volume of the targets (disk images, devices, host directories)
     /// for malware with libclamav.
-    Scan(ScanArgs),
+    Scan(Box<ScanArgs>),
     /// List every file, directory, link and stream of every volume of the targets.
     Ls(LsArgs),
     /// Describe the targets: format, chain, partition table, volumes and filesystems.

@@ -1,8 +1,13 @@
-//! `coldscan`: the host CLI (`scan`, `ls`, `info`, `cat`) and, later, the appliance's PID 1.
+//! `coldscan`: the host CLI (`scan`, `ls`, `info`, `cat`) and the appliance's PID 1.
+//!
+//! Started as process 1 (the appliance image's `/init`), it runs the appliance instead of the CLI.
 //!
 //! Exit codes follow clamscan: 0 nothing found and everything read, 1 something found, 2 errors.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the appliance's few PID-1 syscalls without a safe wrapper (BLKROSET) opt out
+// with `#[allow(unsafe_code)]` and a `// SAFETY:` comment.
+#![deny(unsafe_code)]
 
+mod appliance;
 mod cli;
 pub mod client;
 mod inventory_cmd;
@@ -13,6 +18,24 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if appliance::is_init_process() {
+        appliance::run();
+    }
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|a| a == appliance::worker::WORKER_ARG)
+    {
+        // A scan worker started by the appliance's PID 1: hardens itself, then runs a command.
+        return appliance::worker::worker_main(args.collect());
+    }
+    if std::env::args_os().next().is_some_and(|a| a == "/init") {
+        // Mounting and powering off are for the appliance's process 1 only, never a host's.
+        eprintln!(
+            "coldscan: error: started as /init but not as process 1; refusing to run the appliance"
+        );
+        return ExitCode::from(2);
+    }
     let cli = cli::Cli::parse();
     match cli.run() {
         Ok(code) => code.into(),

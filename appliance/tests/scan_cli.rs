@@ -378,30 +378,41 @@ fn human_output_and_json_file() {
     assert!(!validator.is_valid(&broken));
 }
 
-/// A partitioned disk whose partition holds no recognisable filesystem is a disk image with an
-/// unreadable volume: reported, exit 2.
+/// A partitioned disk whose partitions hold no recognisable filesystem is a disk image with
+/// unreadable volumes: reported, exit 2. A Linux partition promises a filesystem (its missing
+/// ext superblock is `corrupt` at byte 0x400 of the partition); a non-filesystem data
+/// partition (0xda) is only `unsupported-filesystem`.
 #[test]
 fn unrecognized_volume_is_reported_and_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let db = test_db(tmp.path());
     let img = tmp.path().join("zero.img");
-    std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
-    sfdisk(&img, b"label: dos\nstart=2048, size=4096, type=83\n");
+    std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
+    sfdisk(
+        &img,
+        b"label: dos\nstart=2048, size=4096, type=83\nstart=6144, size=4096, type=da\n",
+    );
     let (code, report, stderr) = scan_json(&db, &["--allow-partial"], &img);
     assert_eq!(
         code, 2,
         "a volume that cannot be read is an error: {stderr}"
     );
     let ns = report["not_scanned"].as_array().unwrap();
-    assert_eq!(ns.len(), 1, "{ns:?}");
+    assert_eq!(ns.len(), 2, "{ns:?}");
     assert_eq!(ns[0]["partition"], 1);
     assert!(ns[0]["path"].is_null());
-    assert_eq!(ns[0]["reason"], "unsupported-filesystem");
+    assert_eq!(ns[0]["reason"], "corrupt");
+    let detail = ns[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("0x400"), "{detail}");
+    assert_eq!(ns[1]["partition"], 2);
+    assert_eq!(ns[1]["reason"], "unsupported-filesystem");
     assert_eq!(report["targets"][0]["format"], "raw");
-    assert_eq!(
-        report["targets"][0]["partitions"][0]["status"],
-        "unrecognized"
+    let parts = &report["targets"][0]["partitions"];
+    assert!(
+        parts[0]["status"].as_str().unwrap().starts_with("error: "),
+        "{parts}"
     );
+    assert_eq!(parts[1]["status"], "unrecognized");
     schema_check(&report);
 }
 

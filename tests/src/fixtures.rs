@@ -191,6 +191,54 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: ext3_sparse,
     },
     FixtureDef {
+        name: "xfs-whole",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_whole,
+    },
+    FixtureDef {
+        name: "xfs-4k-sectors",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_4k_sectors,
+    },
+    FixtureDef {
+        name: "xfs-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_crash,
+    },
+    FixtureDef {
+        name: "xfs-crash-small-log",
+        malformed: false,
+        needs_ntfs: false,
+        build: xfs_crash_small_log,
+    },
+    FixtureDef {
+        name: "btrfs-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: btrfs_crash,
+    },
+    FixtureDef {
+        name: "ext4-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: ext4_crash,
+    },
+    FixtureDef {
+        name: "btrfs-subvolumes",
+        malformed: false,
+        needs_ntfs: false,
+        build: btrfs_subvolumes,
+    },
+    FixtureDef {
+        name: "btrfs-subvolumes-qcow2",
+        malformed: false,
+        needs_ntfs: false,
+        build: |b| converted_from(b, "btrfs-subvolumes", "qcow2", &["-O", "qcow2"]),
+    },
+    FixtureDef {
         name: "truncated",
         malformed: true,
         needs_ntfs: false,
@@ -343,7 +391,17 @@ const CONVERTED_BASE: &str = "mbr-logical";
 /// same volumes, same manifest, reached through the format's layer. TSK is not asked (its
 /// image-format support depends on how it was built).
 fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Result<Outline> {
-    let base = fixture(CONVERTED_BASE)?;
+    converted_from(b, CONVERTED_BASE, format, args)
+}
+
+/// The fixture `base` converted with `qemu-img convert ARGS`: same manifest and detections.
+fn converted_from(
+    b: &mut Builder,
+    base: &str,
+    format: &'static str,
+    args: &[&str],
+) -> anyhow::Result<Outline> {
+    let base = fixture(base)?;
     crate::tools::check(
         crate::tools::command("qemu-img")
             .arg("convert")
@@ -356,8 +414,14 @@ fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Re
     for v in &mut b.volumes {
         v.tsk = false;
     }
+    b.detections = base.expected_detections()?;
     let description = format!("{} converted to {format} with qemu-img", base.meta.name);
-    Ok(Outline::ok(&description, base.meta.sector_size, "mbr"))
+    let scheme = match base.meta.scheme.as_str() {
+        "gpt" => "gpt",
+        "mbr" => "mbr",
+        _ => "none",
+    };
+    Ok(Outline::ok(&description, base.meta.sector_size, scheme))
 }
 
 /// Looks a fixture up by name.
@@ -459,6 +523,7 @@ enum FsSpec {
     Ext(ExtOptions),
     Fat { bits: u32, sector: u32 },
     Ntfs { sector: u32 },
+    Xfs(crate::xfs::XfsOptions),
 }
 
 impl FsSpec {
@@ -467,6 +532,7 @@ impl FsSpec {
             FsSpec::Ext(_) => Flavour::Ext,
             FsSpec::Fat { .. } => Flavour::Fat,
             FsSpec::Ntfs { .. } => Flavour::Ntfs,
+            FsSpec::Xfs(_) => Flavour::Ext,
         }
     }
 
@@ -476,6 +542,7 @@ impl FsSpec {
             FsSpec::Ext(o) => o.fs_type.to_string(),
             FsSpec::Fat { bits, .. } => format!("fat{bits}"),
             FsSpec::Ntfs { .. } => "ntfs".to_string(),
+            FsSpec::Xfs(_) => "xfs".to_string(),
         }
     }
 
@@ -512,6 +579,7 @@ impl Builder {
             }
             FsSpec::Fat { bits, sector } => images::fat_image(&img, size, *bits, *sector, &tree)?,
             FsSpec::Ntfs { sector } => crate::ntfs::ntfs_image(&img, size, *sector, &tree)?,
+            FsSpec::Xfs(o) => crate::xfs::xfs_image(&img, size, &tree, *o)?,
         }
         Ok((img, tree))
     }
@@ -717,6 +785,161 @@ fn ext4_whole(b: &mut Builder) -> anyhow::Result<Outline> {
     b.whole_disk(320 * MIB, &FsSpec::Ext(opts), &t)?;
     Ok(Outline::ok(
         "whole-disk ext4: 60-deep nesting, a directory of 10,000 files, a 101 MiB file",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_whole(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = trees::rich_tree("xfs-whole");
+    trees::add_deep_nesting(&mut t, 60);
+    trees::add_many_files(&mut t, 10_000);
+    trees::add_fragmented(&mut t, "/fragmented/every-other-block.img", 3000);
+    let opts = crate::xfs::XfsOptions {
+        crc: true,
+        sector: 512,
+    };
+    b.whole_disk(320 * MIB, &FsSpec::Xfs(opts), &t)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5: 60-deep nesting, a directory of 10,000 files (node directory), a file of 3,000 extents (btree extent map)",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_4k_sectors(b: &mut Builder) -> anyhow::Result<Outline> {
+    let mut t = trees::rich_tree("xfs-4k-sectors");
+    trees::add_many_files(&mut t, 1000);
+    trees::add_fragmented(&mut t, "/fragmented/every-other-block.img", 400);
+    // v4 (crc=0) cannot be written here: this kernel refuses to mount it; the scanner's unit
+    // tests cover v4 with mkfs.xfs -p.
+    let opts = crate::xfs::XfsOptions {
+        crc: true,
+        sector: 4096,
+    };
+    b.whole_disk(320 * MIB, &FsSpec::Xfs(opts), &t)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5 with 4096-byte sectors: node directory, btree extent map",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    xfs_crash_common(b, "xfs-crash", 512, None)?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5 copied while a writer runs (dirty log; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+fn xfs_crash_small_log(b: &mut Builder) -> anyhow::Result<Outline> {
+    xfs_crash_common(b, "xfs-crash-small-log", 4096, Some("5m"))?;
+    Ok(Outline::ok(
+        "whole-disk XFS v5, 4096-byte sectors and a 5 MiB log that wraps, copied while a writer runs; the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+/// A crash-consistent XFS image ([`crate::crash`]): the manifest is what the kernel lists after
+/// replaying its log, and the fsync'ed EICAR planted just before the copy must be detected.
+fn xfs_crash_common(
+    b: &mut Builder,
+    tag: &str,
+    sector: u32,
+    log: Option<&str>,
+) -> anyhow::Result<()> {
+    let opts = crate::xfs::XfsOptions { crc: true, sector };
+    crash_common(
+        b,
+        tag,
+        crate::crash::CrashFs::Xfs {
+            opts,
+            log_size: log,
+        },
+    )
+}
+
+/// A crash-consistent image of `fs` ([`crate::crash`]) as a whole disk: the manifest is the
+/// kernel's view after recovery, and the EICAR fsync'ed just before the copy is detected.
+fn crash_common(b: &mut Builder, tag: &str, fs: crate::crash::CrashFs) -> anyhow::Result<()> {
+    let seed = trees::rich_tree(tag).for_flavour(Flavour::Ext);
+    let size = 320 * MIB;
+    let disk = b.disk();
+    let eicar = crate::testdb::eicar();
+    let spec = crate::crash::CrashSpec {
+        size,
+        fs,
+        planted_path: "/planted/eicar.com",
+        planted: &eicar,
+    };
+    let c = crate::crash::crash_image(&b.dir, &disk, &seed, &spec)?;
+    b.records.extend(c.records);
+    b.volumes.push(VolumeMeta {
+        partition: 0,
+        fs: fs.kind().into(),
+        start: 0,
+        size,
+        listed: true,
+        tsk: false,
+        tsk_hidden: Vec::new(),
+        optional: Vec::new(),
+    });
+    b.detections.push(ExpectedDetection {
+        partition: 0,
+        path: c.planted,
+        stream: None,
+    });
+    Ok(())
+}
+
+fn btrfs_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    crash_common(b, "btrfs-crash", crate::crash::CrashFs::Btrfs)?;
+    Ok(Outline::ok(
+        "whole-disk Btrfs copied while a writer runs (a tree log to replay; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+fn ext4_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    crash_common(b, "ext4-crash", crate::crash::CrashFs::Ext4)?;
+    Ok(Outline::ok(
+        "whole-disk ext4 copied while a writer runs (journal needs recovery; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+/// Btrfs with subvolumes, a snapshot and compressed files ([`crate::btrfs`]): the manifest is
+/// the kernel's view; the EICAR in a subvolume is found there and in its snapshot.
+fn btrfs_subvolumes(b: &mut Builder) -> anyhow::Result<Outline> {
+    let seed = trees::rich_tree("btrfs-subvolumes").for_flavour(Flavour::Ext);
+    let size = 320 * MIB;
+    let disk = b.disk();
+    let built = crate::btrfs::btrfs_image(&b.dir, &disk, size, &seed)?;
+    b.records.extend(built.records);
+    b.volumes.push(VolumeMeta {
+        partition: 0,
+        fs: "btrfs".into(),
+        start: 0,
+        size,
+        listed: true,
+        tsk: false,
+        tsk_hidden: Vec::new(),
+        optional: Vec::new(),
+    });
+    for path in built.detections {
+        b.detections.push(ExpectedDetection {
+            partition: 0,
+            path,
+            stream: None,
+        });
+    }
+    Ok(Outline::ok(
+        "whole-disk Btrfs: the rich tree at the top level, subvolumes home and data, a snapshot of home taken before home changed, zstd- and zlib-compressed files (inline and regular extents)",
         512,
         "none",
     ))

@@ -4,10 +4,12 @@
 //! Sleuth Kit and comparing listings.
 #![forbid(unsafe_code)]
 
+pub mod btrfs;
 pub mod cache;
 pub mod checks;
 pub mod coldscan;
 pub mod content;
+pub mod crash;
 pub mod dissect;
 pub mod fixtures;
 pub mod images;
@@ -17,12 +19,14 @@ pub mod lvm;
 pub mod manifest;
 pub mod md;
 pub mod ntfs;
+pub mod rhel;
 pub mod testdb;
 pub mod thin;
 pub mod tools;
 pub mod tree;
 pub mod trees;
 pub mod tsk;
+pub mod xfs;
 
 pub use fixtures::{fixture, Fixture, FixtureMeta, VolumeMeta, FIXTURES};
 pub use manifest::Record;

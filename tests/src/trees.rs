@@ -128,6 +128,33 @@ pub fn add_many_files(t: &mut Tree, n: usize) {
     }
 }
 
+/// A sparse file of `runs` 4 KiB data blocks each followed by a 4 KiB hole: one extent per
+/// block, so that with more than a few dozen the filesystem needs a btree-format extent map.
+pub fn add_fragmented(t: &mut Tree, path: &str, runs: u64) {
+    let runs: Vec<(u64, Content)> = (0..runs)
+        .map(|i| {
+            (
+                i * 8192,
+                Content::Random {
+                    seed: seed_of(&format!("{path}-{i}")),
+                    len: 4096,
+                },
+            )
+        })
+        .collect();
+    t.add(
+        path,
+        Node::Sparse {
+            size: runs_end(&runs),
+            runs,
+        },
+    );
+}
+
+fn runs_end(runs: &[(u64, Content)]) -> u64 {
+    runs.last().map_or(0, |(o, c)| o + c.len())
+}
+
 /// A file larger than 100 MB of pseudo-random bytes.
 pub fn add_big_file(t: &mut Tree, path: &str) {
     t.random_file(path, 101 * MIB + 3);

@@ -51,3 +51,42 @@ inventory! {
     mbr_logical_vhdx => "mbr-logical-vhdx",
     mbr_logical_vhd => "mbr-logical-vhd",
 }
+
+/// XFS and Btrfs (and the crash-consistent ext4, whose oracle is the kernel's view after
+/// recovery): The Sleuth Kit reads neither, so the planted manifest is the oracle.
+macro_rules! inventory_xfs {
+    ($($module:ident => $name:literal),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn ls_equals_manifest() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::ls_matches_manifest(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+
+            #[test]
+            fn info_shows_planted_partitions() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::info_matches(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+
+            #[test]
+            fn cat_gives_planted_content() {
+                let f = fixture($name).unwrap_or_else(|e| panic!("{e:#}"));
+                checks::cat_matches(&f).unwrap_or_else(|e| panic!("{e:#}"));
+            }
+        }
+    )*};
+}
+
+inventory_xfs! {
+    xfs_whole => "xfs-whole",
+    xfs_4k_sectors => "xfs-4k-sectors",
+    xfs_crash => "xfs-crash",
+    xfs_crash_small_log => "xfs-crash-small-log",
+    btrfs_subvolumes => "btrfs-subvolumes",
+    btrfs_subvolumes_qcow2 => "btrfs-subvolumes-qcow2",
+    btrfs_crash => "btrfs-crash",
+    ext4_crash => "ext4-crash",
+}

@@ -14,7 +14,7 @@ use crate::block::{BlockSource, FileSource, SharedSource};
 use crate::error::{Error, Result};
 
 mod backing;
-mod lru;
+pub(crate) mod lru;
 pub mod nbd;
 pub mod qcow2;
 mod runs;

@@ -13,9 +13,11 @@ use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
 pub mod bounded;
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
+pub mod xfs;
 
 /// A filesystem type coldscan can read (or at least name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -36,6 +38,10 @@ pub enum FsKind {
     Fat16,
     /// FAT32.
     Fat32,
+    /// XFS (v4 and v5).
+    Xfs,
+    /// Btrfs.
+    Btrfs,
 }
 
 impl FsKind {
@@ -49,6 +55,8 @@ impl FsKind {
             FsKind::Fat12 => "fat12",
             FsKind::Fat16 => "fat16",
             FsKind::Fat32 => "fat32",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
@@ -236,6 +244,22 @@ pub fn probe(volume: &SharedSource) -> Result<Option<FsKind>> {
             return Ok(Some(kind));
         }
     }
+    let mut first = [0u8; 4];
+    if volume.size() >= xfs::superblock::SUPERBLOCK_READ as u64 {
+        volume.read_exact_at(0, &mut first)?;
+        if xfs::probe_xfs(&first) {
+            return Ok(Some(FsKind::Xfs));
+        }
+    }
+    let mut btrfs_sb = [0u8; 0x48];
+    if volume.size()
+        >= btrfs::superblock::SUPERBLOCK_OFFSETS[0] + btrfs::superblock::SUPERBLOCK_SIZE as u64
+    {
+        volume.read_exact_at(btrfs::superblock::SUPERBLOCK_OFFSETS[0], &mut btrfs_sb)?;
+        if btrfs::probe(&btrfs_sb) {
+            return Ok(Some(FsKind::Btrfs));
+        }
+    }
     if ntfs::probe(volume.as_ref())? {
         return Ok(Some(FsKind::Ntfs));
     }
@@ -261,6 +285,8 @@ pub fn open(volume: SharedSource, kind: FsKind) -> Result<SharedFilesystem> {
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             std::sync::Arc::new(fat::FatVolume::open(volume)?)
         }
+        FsKind::Xfs => std::sync::Arc::new(xfs::XfsVolume::open(volume)?),
+        FsKind::Btrfs => std::sync::Arc::new(btrfs::BtrfsVolume::open(volume)?),
     };
     Ok(std::sync::Arc::new(bounded::SizeBounded::new(inner, size)))
 }
