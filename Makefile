@@ -24,9 +24,12 @@ lint: bootstrap
 # The whole test suite: unit tests, fixture-based end-to-end tests (fixtures are generated and
 # cached under target/fixtures), lints.
 # Built with the release-checked profile (release + overflow checks). Also checks that the
-# scanner without its `engine` feature (and the fuzz crate, which uses it so) links no libclamav.
+# scanner without its `engine` feature (and the fuzz crate, which uses it so), the image builder
+# and the manager link no libclamav.
 test: lint
 	! $(CARGO) tree -p coldscan-scanner --no-default-features -e normal | grep -q clamav
+	! $(CARGO) tree -p coldscan-image -e normal | grep -q clamav
+	! $(CARGO) tree -p coldscan-manager -e normal | grep -q clamav
 	! (cd scanner/fuzz && $(CARGO) tree -e normal | grep -q clamav)
 	$(CARGO) build --workspace --profile release-checked --bins
 	$(CARGO) test --workspace --profile release-checked
