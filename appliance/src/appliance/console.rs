@@ -4,6 +4,7 @@
 //! The menu reads short lines and compares them with a fixed set of choices: nothing typed is
 //! ever used as a path, a command line or a device name, there is no shell, and no choice writes
 //! to a guest disk.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
