@@ -416,13 +416,16 @@ fn config_disk_sets_network_manager_and_signatures() {
     );
 }
 
-/// The image `coldscan-image` builds, booted under OVMF (UKI on a GPT/FAT32 ESP): the appliance
-/// disk is recognised and not scanned, the config disk (ext4 this time) gives the mode, the
+/// The image `coldscan-image` builds, booted under OVMF (UKI on a GPT/FAT32 ESP) with an e1000e
+/// NIC: the appliance disk is recognised and not scanned, the config disk (ext4 this time) gives the mode, the
 /// manager and the network, two guest disks get one report each, and the VM powers off.
 #[test]
 #[ignore = "boots QEMU: make e2e"]
 fn built_image_under_ovmf_scans_and_reports() {
-    let image = qemu::appliance_image(&binary(), "console=ttyS0 panic=-1 loglevel=4");
+    let image = qemu::appliance_image(
+        &binary(),
+        "console=ttyS0 panic=-1 loglevel=4 no_timer_check",
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut tree = Tree::new();
     tree.file("/srv/www/eicar.com", &testdb::eicar());
@@ -450,6 +453,8 @@ fn built_image_under_ovmf_scans_and_reports() {
         &binary(),
         &VmOptions {
             image: Some(image),
+            // DHCP on another driver than virtio-net (the image carries e1000e).
+            nic: "e1000e",
             extra_disks: vec![Disk {
                 path: cfg,
                 format: "raw",
@@ -475,6 +480,7 @@ fn built_image_under_ovmf_scans_and_reports() {
         log.contains("signatures from /var/lib/coldscan/db"),
         "{log}"
     );
+    assert!(log.contains("(dhcp from 10.0.2.2"), "{log}");
     assert!(
         log.contains("oneshot finished: 2 disk(s), 1 detection(s), exit status 1"),
         "{log}"

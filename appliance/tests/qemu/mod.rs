@@ -304,6 +304,8 @@ pub struct VmOptions {
     pub console_socket: bool,
     /// Disks attached before the guest disks (a config disk), with their QEMU format.
     pub extra_disks: Vec<Disk>,
+    /// The NIC model (`virtio-net-pci` when empty; `e1000e`, `vmxnet3`...).
+    pub nic: &'static str,
     /// Further guest addresses forwarded to loopback ports: (`IP:PORT` in the guest, host port).
     pub forwards: Vec<(String, u16)>,
     /// Boot this appliance image (raw, from `coldscan-image`) under OVMF instead of the direct
@@ -358,7 +360,9 @@ impl Vm {
                     .arg("-initrd")
                     .arg(&initrd);
                 cmd.arg("-append").arg(format!(
-                    "console=ttyS0 panic=-1 loglevel=4 {}",
+                    // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
+                    // check can fail and panic the boot.
+                    "console=ttyS0 panic=-1 loglevel=4 no_timer_check {}",
                     opts.cmdline
                 ));
             }
@@ -399,7 +403,12 @@ impl Vm {
                     ));
                 }
                 cmd.arg("-netdev").arg(netdev);
-                cmd.args(["-device", "virtio-net-pci,netdev=n0,romfile="]);
+                let nic = if opts.nic.is_empty() {
+                    "virtio-net-pci"
+                } else {
+                    opts.nic
+                };
+                cmd.arg("-device").arg(format!("{nic},netdev=n0,romfile="));
             }
             None => {
                 cmd.args(["-nic", "none"]);
