@@ -204,13 +204,18 @@ fn main_body() -> anyhow::Result<()> {
         .context("configuration")?;
     console::update(|s| {
         s.mode = format!(
-            "{}{}",
+            "{}{}{}",
             config.mode.as_str(),
             if disk.is_some() {
                 " (config disk attached)"
             } else {
                 ""
-            }
+            },
+            config
+                .name
+                .as_deref()
+                .map(|n| format!(", appliance {n}"))
+                .unwrap_or_default()
         )
     });
 
