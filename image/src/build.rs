@@ -65,7 +65,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
 
     let (kernel_pkg, kernel) = step("kernel", || {
         let pkg = kernel_package(args, &cache)?;
-        let root = unpacked(&pkg, &cache)?;
+        let root = unpacked_kernel(&pkg, &cache)?;
         let mut wanted: Vec<&str> = APPLIANCE_MODULES.to_vec();
         wanted.extend(args.modules.iter().map(String::as_str));
         let kernel = kernel::prepare(&root, &wanted)?;
@@ -245,9 +245,9 @@ fn kernel_package(args: &BuildArgs, cache: &Path) -> Result<Package> {
     })
 }
 
-/// The package unpacked, with its module tables; kept in the cache by sha256 (unpacking ~400 MB
-/// of modules is the slowest part of a rebuild).
-fn unpacked(pkg: &Package, cache: &Path) -> Result<PathBuf> {
+/// The kernel package unpacked, with its module tables; kept in the cache by sha256 (unpacking
+/// ~400 MB of modules is the slowest part of a rebuild) and never written once complete.
+fn unpacked_kernel(pkg: &Package, cache: &Path) -> Result<PathBuf> {
     let dir = cache.join("unpacked").join(&pkg.sha256);
     if dir.join(".complete").is_file() {
         return Ok(dir);
@@ -256,9 +256,17 @@ fn unpacked(pkg: &Package, cache: &Path) -> Result<PathBuf> {
         .join("unpacked")
         .join(format!("{}.tmp-{}", pkg.sha256, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    package::extract(pkg, &tmp)?;
-    std::fs::write(tmp.join(".complete"), b"")?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let prepared = package::extract(pkg, &tmp)
+        .and_then(|()| kernel::depmod(&tmp))
+        .and_then(|()| Ok(std::fs::write(tmp.join(".complete"), b"")?));
+    if let Err(e) = prepared {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.is_dir() && !dir.join(".complete").is_file() {
+        // Left by an interrupted older build (this one unpacks into a temporary name).
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if std::fs::rename(&tmp, &dir).is_err() {
         // Another build unpacked the same package meanwhile.
         let _ = std::fs::remove_dir_all(&tmp);

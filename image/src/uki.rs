@@ -61,6 +61,10 @@ fn put_u32(b: &mut [u8], off: usize, v: u32) {
 /// Builds the UKI from the stub and the payload.
 pub fn build(stub: &[u8], payload: &Payload) -> Result<Vec<u8>> {
     ensure!(
+        payload.linux.is_empty() || payload.linux.starts_with(b"MZ"),
+        "the kernel image is not an EFI application (no MZ header): the kernel needs CONFIG_EFI_STUB"
+    );
+    ensure!(
         stub.len() <= MAX_STUB,
         "the EFI stub is larger than {MAX_STUB} bytes"
     );
@@ -264,7 +268,8 @@ mod tests {
 
     #[test]
     fn sections_follow_the_stub_aligned() {
-        let linux = vec![0xaa; 5000];
+        let mut linux = vec![0xaa; 5000];
+        linux[..2].copy_from_slice(b"MZ");
         let uki = build(
             &tiny_stub(),
             &Payload {
@@ -318,7 +323,7 @@ mod tests {
             osrel: b"x",
             cmdline: b"y",
             initrd: b"z",
-            linux: b"w",
+            linux: b"MZ",
         };
         for len in 0..stub.len() {
             let _ = build(&stub[..len], &payload);
@@ -342,7 +347,7 @@ mod tests {
                 osrel: b"",
                 cmdline: b"",
                 initrd: b"",
-                linux: b"x",
+                linux: b"MZ",
             },
         )
         .unwrap();
@@ -352,7 +357,7 @@ mod tests {
                 osrel: b"",
                 cmdline: b"",
                 initrd: b"",
-                linux: b"x",
+                linux: b"MZ",
             },
         )
         .unwrap_err();

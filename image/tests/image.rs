@@ -5,7 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 use support::*;
@@ -13,9 +13,6 @@ use support::*;
 const FORMATS: [&str; 5] = ["raw", "qcow2", "vmdk", "ova", "vhdx"];
 /// The qcow2 image must stay under this size (the acceptance limit, without a real database).
 const MAX_QCOW2: u64 = 40_000_000;
-
-/// Builds share the package cache; one at a time keeps the 2-core machine responsive.
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
@@ -254,80 +251,9 @@ fn image_boots_to_the_readiness_line_and_powers_off() {
     assert_booted(&b);
 }
 
-/// Runs a build expected to fail; checks exit status 2, the step named, and no image left.
-fn assert_fails(args: &[&str], step: &str, detail: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let out_dir = dir.path().join("out");
-    let out = {
-        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        build(&out_dir, args)
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("error: step {step}:")), "{stderr}");
-    assert!(stderr.contains(detail), "{stderr}");
-    if out_dir.is_dir() {
-        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
-        assert!(left.is_empty(), "left behind: {left:?}");
-    }
-}
-
-#[test]
-fn missing_kernel_package_names_the_kernel_step() {
-    assert_fails(
-        &["--kernel-deb", "/nonexistent/linux-image.deb"],
-        "kernel",
-        "does not exist",
-    );
-}
-
-#[test]
-fn corrupt_kernel_package_names_the_kernel_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("linux-image-corrupt_1_amd64.deb");
-    std::fs::write(&deb, b"!<arch>\ngarbage that is no Debian package").unwrap();
-    assert_fails(
-        &["--kernel-deb", deb.to_str().unwrap()],
-        "kernel",
-        "not a readable Debian package",
-    );
-}
-
-#[test]
-fn unknown_module_names_the_kernel_step() {
-    assert_fails(
-        &["--module", "no_such_driver"],
-        "kernel",
-        "unknown kernel module \"no_such_driver\"",
-    );
-}
-
-#[test]
-fn database_libclamav_cannot_load_names_the_database_step() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("broken.ndb"),
-        "not:a:valid:signature:line\n",
-    )
-    .unwrap();
-    assert_fails(
-        &["--db", dir.path().to_str().unwrap()],
-        "database",
-        "libclamav cannot load",
-    );
-}
-
-#[test]
-fn unwritable_output_directory_names_the_output_step() {
-    let out = build(Path::new("/proc/coldscan-image-test/out"), &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("error: step output:"), "{stderr}");
-}
-
-/// Unpacks the shared image's initramfs (UKI from the ESP with mtools, `.initrd` section located
-/// with objdump, zstd, cpio) into a new directory.
-fn unpack_initramfs() -> tempfile::TempDir {
+/// The contents of section `name` of the shared image's UKI (taken from the ESP with mtools,
+/// located with objdump).
+fn uki_section(name: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let uki = dir.path().join("uki.efi");
     let raw = format!("{}@@1M", out_file("raw").display());
@@ -339,13 +265,18 @@ fn unpack_initramfs() -> tempfile::TempDir {
     let headers = tool(Command::new("objdump").arg("-h").arg(&uki));
     let line = headers
         .lines()
-        .find(|l| l.contains(".initrd"))
-        .expect("no .initrd section");
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no {name} section:\n{headers}"));
     let f: Vec<&str> = line.split_whitespace().collect();
     let size = usize::from_str_radix(f[2], 16).unwrap();
     let offset = usize::from_str_radix(f[5], 16).unwrap();
-    let data = std::fs::read(&uki).unwrap();
-    let cpio = zstd::decode_all(&data[offset..offset + size]).unwrap();
+    std::fs::read(&uki).unwrap()[offset..offset + size].to_vec()
+}
+
+/// Unpacks the shared image's initramfs (zstd, then cpio) into a new directory.
+fn unpack_initramfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cpio = zstd::decode_all(&uki_section(".initrd")[..]).unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let mut child = Command::new("cpio")
@@ -357,6 +288,16 @@ fn unpack_initramfs() -> tempfile::TempDir {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &cpio).unwrap();
     assert!(child.wait().unwrap().success());
     dir
+}
+
+#[test]
+fn uki_carries_the_command_line_the_os_release_and_the_kernel() {
+    assert_eq!(uki_section(".cmdline"), b"console=ttyS0 panic=-1 quiet");
+    let osrel = String::from_utf8(uki_section(".osrel")).unwrap();
+    assert!(osrel.contains("ID=coldscan\n"), "{osrel}");
+    let linux = uki_section(".linux");
+    assert_eq!(&linux[..2], b"MZ");
+    assert_eq!(&linux[0x202..0x206], b"HdrS", "not a Linux boot image");
 }
 
 #[test]
@@ -474,4 +415,73 @@ fn pinned_kernel_gone_from_the_archive_falls_back_with_a_warning_and_stale_outpu
         .collect();
     left.sort();
     assert_eq!(left, ["build.json", "coldscan.raw"]);
+}
+
+#[test]
+fn truncated_kernel_package_names_the_kernel_step_and_leaves_no_unpacked_tree() {
+    image(); // the shared build fetched the locked kernel into the cache
+    let cache = workspace().join("target/image-cache");
+    let deb = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy().contains("linux-image-")
+                && p.extension().is_some_and(|e| e == "deb")
+        })
+        .expect("no kernel package in the cache");
+    let data = std::fs::read(&deb).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join(deb.file_name().unwrap());
+    std::fs::write(&truncated, &data[..data.len() / 2]).unwrap();
+    assert_fails(
+        &["--kernel-deb", truncated.to_str().unwrap()],
+        "kernel",
+        "cannot unpack",
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("unpacked"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn kernel_version_builds_with_the_archives_build_of_that_release() {
+    // The release the archive's `linux-image-amd64` currently points at.
+    let show =
+        tool(Command::new("apt-cache").args(["show", "--no-all-versions", "linux-image-amd64"]));
+    let depends = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap();
+    let package = depends
+        .split(',')
+        .map(|d| d.trim().split(' ').next().unwrap())
+        .find(|p| p.starts_with("linux-image-"))
+        .unwrap();
+    let release = package.strip_prefix("linux-image-").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        build(
+            &dir.path().join("out"),
+            &["--kernel-version", release, "--format", "qcow2"],
+        )
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/build.json")).unwrap()).unwrap();
+    assert_eq!(m["inputs"]["kernel"]["package"], package);
+    assert_eq!(m["inputs"]["kernel"]["release"], release);
+    // A release is a name, never a pattern.
+    assert_fails(
+        &["--kernel-version", "6.1.0-*-amd64"],
+        "kernel",
+        "bad kernel release",
+    );
 }

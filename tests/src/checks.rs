@@ -365,6 +365,50 @@ pub fn fingerprint(f: &Fixture) -> anyhow::Result<BTreeMap<String, (String, Syst
     Ok(m)
 }
 
+/// `coldscan scan --json` of the fixture with the test database reports exactly its expected
+/// detections (EICAR by its test signature), exit 1, and nothing unscanned. Returns the report.
+pub fn scan_finds_expected(f: &Fixture) -> anyhow::Result<serde_json::Value> {
+    let db = crate::testdb::write_test_db(&f.dir.join("db"))?;
+    let disk = f.disk().display().to_string();
+    let out = crate::coldscan::run(&[
+        "scan",
+        "--db",
+        &db.display().to_string(),
+        "--json",
+        "-",
+        &disk,
+    ])?;
+    anyhow::ensure!(
+        out.code == Some(1),
+        "scan of {disk}: exit {:?}, expected 1 (found); stderr: {}",
+        out.code,
+        out.stderr
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut got = std::collections::BTreeSet::new();
+    for d in report["detections"].as_array().context("detections")? {
+        anyhow::ensure!(
+            d["signature"] == crate::testdb::EICAR_REPORTED,
+            "unexpected signature: {d}"
+        );
+        got.insert(crate::fixtures::ExpectedDetection {
+            partition: u32::try_from(d["partition"].as_u64().context("partition")?)?,
+            path: d["path"].as_str().context("path")?.to_string(),
+            stream: d["stream"].as_str().map(str::to_string),
+        });
+    }
+    let want: std::collections::BTreeSet<_> = f.expected_detections()?.into_iter().collect();
+    anyhow::ensure!(
+        got == want,
+        "detections of {disk}: got {got:?}, want {want:?}"
+    );
+    anyhow::ensure!(
+        report["not_scanned"].as_array().map(Vec::len) == Some(0),
+        "nothing unscanned expected: {report}"
+    );
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

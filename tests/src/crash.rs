@@ -1,14 +1,15 @@
-//! Crash-consistent images, taken as a hypervisor snapshot of a running guest would be: the
-//! filesystem is loop-mounted and written continuously (creates, appends, fsyncs, renames,
-//! unlinks, links, a growing directory, a fragmenting file) while an atomic copy of its image
-//! is taken with `cp --reflink=always` (the image sits on a scratch XFS, so the copy is a
-//! clone made under the file's locks, with no freeze). Just before the copy, a test file is
-//! written and fsync'ed. The copy's log must be dirty (checked with `xfs_logprint`, retried
-//! otherwise).
+//! Crash-consistent images (XFS, Btrfs, ext4), taken as a hypervisor snapshot of a running
+//! guest would be: the filesystem is loop-mounted and written continuously (creates, appends,
+//! fsyncs, renames, unlinks, links, a growing directory, a fragmenting file) while an atomic
+//! copy of its image is taken with `cp --reflink=always` (the image sits on a scratch XFS, so
+//! the copy is a clone made under the file's locks, with no freeze). Just before the copy, a
+//! test file is written and fsync'ed. The copy must need recovery (a dirty XFS log checked
+//! with `xfs_logprint`, a Btrfs tree log in the superblock, ext4's `needs_recovery` flag),
+//! else the copy is retried.
 //!
 //! The oracle is the kernel's own view after recovery: a throw-away copy of the copy is
-//! mounted read-write (which replays the log) and walked. Needs root, loop devices and the
-//! kernel's XFS driver; a machine without them fails with a clear message.
+//! mounted read-write (which replays the log or journal) and walked. Needs root, loop devices
+//! and the kernel's drivers; a machine without them fails with a clear message.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -119,7 +120,7 @@ fn churn(root: &Path, stop: &AtomicBool) {
 }
 
 /// True when `xfs_logprint` says the image's log is dirty.
-fn log_is_dirty(img: &Path) -> anyhow::Result<bool> {
+fn xfs_log_is_dirty(img: &Path) -> anyhow::Result<bool> {
     let out = command("xfs_logprint").arg("-t").arg(img).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("<DIRTY>") {
@@ -177,24 +178,100 @@ pub fn walk_records(root: &Path, fs_kind: &str) -> anyhow::Result<Vec<Record>> {
     Ok(out)
 }
 
+/// True when the Btrfs superblock points to a tree log (fsync'ed changes to replay).
+fn btrfs_has_log(img: &Path) -> anyhow::Result<bool> {
+    let out = command("btrfs")
+        .args(["inspect-internal", "dump-super"])
+        .arg(img)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let log_root = text
+        .lines()
+        .find_map(|l| l.strip_prefix("log_root").map(str::trim))
+        .with_context(|| format!("btrfs dump-super {}: no log_root: {text}", img.display()))?;
+    Ok(log_root != "0")
+}
+
+/// True when the ext4 superblock says its journal needs recovery.
+fn ext4_needs_recovery(img: &Path) -> anyhow::Result<bool> {
+    let out = command("dumpe2fs").arg("-h").arg(img).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let features = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem features:"))
+        .with_context(|| format!("dumpe2fs -h {}: no features: {text}", img.display()))?;
+    Ok(features.split_whitespace().any(|f| f == "needs_recovery"))
+}
+
+/// The filesystem of a crash-consistent image.
+#[derive(Debug, Clone, Copy)]
+pub enum CrashFs<'a> {
+    /// XFS with these options and `-l size=` (None for the default log).
+    Xfs {
+        /// mkfs.xfs options.
+        opts: XfsOptions,
+        /// Log size.
+        log_size: Option<&'a str>,
+    },
+    /// Btrfs (defaults of mkfs.btrfs).
+    Btrfs,
+    /// ext4 (defaults of mke2fs, with its journal).
+    Ext4,
+}
+
+impl CrashFs<'_> {
+    /// The name `coldscan` gives it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CrashFs::Xfs { .. } => "xfs",
+            CrashFs::Btrfs => "btrfs",
+            CrashFs::Ext4 => "ext4",
+        }
+    }
+
+    fn mkfs(&self, img: &Path) -> anyhow::Result<()> {
+        match *self {
+            CrashFs::Xfs { opts, log_size } => {
+                let mut extra = Vec::new();
+                if let Some(l) = log_size {
+                    extra.push("-l".to_string());
+                    extra.push(format!("size={l}"));
+                }
+                mkfs_xfs(img, opts, &extra)
+            }
+            CrashFs::Btrfs => check(command("mkfs.btrfs").args(["-q", "-f"]).arg(img)).map(drop),
+            CrashFs::Ext4 => {
+                check(command("mke2fs").args(["-F", "-q", "-t", "ext4"]).arg(img)).map(drop)
+            }
+        }
+    }
+
+    /// Whether an image of it needs recovery (a log or journal to replay).
+    fn needs_recovery(&self, img: &Path) -> anyhow::Result<bool> {
+        match self {
+            CrashFs::Xfs { .. } => xfs_log_is_dirty(img),
+            CrashFs::Btrfs => btrfs_has_log(img),
+            CrashFs::Ext4 => ext4_needs_recovery(img),
+        }
+    }
+}
+
 /// What to build.
 #[derive(Debug)]
 pub struct CrashSpec<'a> {
     /// Image size in bytes.
     pub size: u64,
-    /// mkfs.xfs options.
-    pub opts: XfsOptions,
-    /// mkfs.xfs `-l size=` (None for the default log).
-    pub log_size: Option<&'a str>,
+    /// The filesystem.
+    pub fs: CrashFs<'a>,
     /// Where the fsync'ed test file goes.
     pub planted_path: &'a str,
     /// Its content.
     pub planted: &'a [u8],
 }
 
-/// Builds `disk`: an XFS image seeded with `seed`, copied while a writer runs, as `spec` says;
+/// Builds `disk`: an image seeded with `seed`, copied while a writer runs, as `spec` says;
 /// `work` holds the scratch files meanwhile.
-pub fn xfs_crash_image(
+pub fn crash_image(
     work: &Path,
     disk: &Path,
     seed: &Tree,
@@ -202,8 +279,7 @@ pub fn xfs_crash_image(
 ) -> anyhow::Result<CrashImage> {
     let CrashSpec {
         size,
-        opts,
-        log_size,
+        fs: crash_fs,
         planted_path,
         planted,
     } = *spec;
@@ -214,12 +290,7 @@ pub fn xfs_crash_image(
     let inner_img = scratch.dir.join("guest.img");
     let copy = scratch.dir.join("copy.img");
     sparse_file(&inner_img, size)?;
-    let mut extra = Vec::new();
-    if let Some(l) = log_size {
-        extra.push("-l".to_string());
-        extra.push(format!("size={l}"));
-    }
-    mkfs_xfs(&inner_img, opts, &extra)?;
+    crash_fs.mkfs(&inner_img)?;
     let guest = LoopMount::new(&inner_img, &work.join("guest.mnt"))?;
     materialize(seed, &guest.dir)?;
     check(command("sync").arg("-f").arg(&guest.dir))?;
@@ -244,7 +315,7 @@ pub fn xfs_crash_image(
                 .arg(&inner_img)
                 .arg(&copy),
         )?;
-        if log_is_dirty(&copy)? {
+        if crash_fs.needs_recovery(&copy)? {
             dirty = true;
             break;
         }
@@ -255,7 +326,11 @@ pub fn xfs_crash_image(
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     drop(guest);
-    ensure!(dirty, "no copy with a dirty log in {ATTEMPTS} attempts");
+    ensure!(
+        dirty,
+        "no {} copy needing recovery in {ATTEMPTS} attempts",
+        crash_fs.kind()
+    );
     check(command("cp").arg("--sparse=always").arg(&copy).arg(disk))?;
     drop(scratch);
     fs::remove_file(&scratch_img)?;
@@ -269,12 +344,12 @@ pub fn xfs_crash_image(
     )?;
     let records = {
         let oracle = LoopMount::new(&oracle_img, &work.join("oracle.mnt"))?;
-        walk_records(&oracle.dir, "xfs")?
+        walk_records(&oracle.dir, crash_fs.kind())?
     };
     fs::remove_file(&oracle_img)?;
     ensure!(
-        log_is_dirty(disk)?,
-        "{} lost its dirty log while being copied",
+        crash_fs.needs_recovery(disk)?,
+        "{} lost its log while being copied",
         disk.display()
     );
     let by_path: BTreeMap<&str, &Record> = records.iter().map(|r| (r.path.as_str(), r)).collect();

@@ -215,6 +215,30 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: xfs_crash_small_log,
     },
     FixtureDef {
+        name: "btrfs-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: btrfs_crash,
+    },
+    FixtureDef {
+        name: "ext4-crash",
+        malformed: false,
+        needs_ntfs: false,
+        build: ext4_crash,
+    },
+    FixtureDef {
+        name: "btrfs-subvolumes",
+        malformed: false,
+        needs_ntfs: false,
+        build: btrfs_subvolumes,
+    },
+    FixtureDef {
+        name: "btrfs-subvolumes-qcow2",
+        malformed: false,
+        needs_ntfs: false,
+        build: |b| converted_from(b, "btrfs-subvolumes", "qcow2", &["-O", "qcow2"]),
+    },
+    FixtureDef {
         name: "truncated",
         malformed: true,
         needs_ntfs: false,
@@ -367,7 +391,17 @@ const CONVERTED_BASE: &str = "mbr-logical";
 /// same volumes, same manifest, reached through the format's layer. TSK is not asked (its
 /// image-format support depends on how it was built).
 fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Result<Outline> {
-    let base = fixture(CONVERTED_BASE)?;
+    converted_from(b, CONVERTED_BASE, format, args)
+}
+
+/// The fixture `base` converted with `qemu-img convert ARGS`: same manifest and detections.
+fn converted_from(
+    b: &mut Builder,
+    base: &str,
+    format: &'static str,
+    args: &[&str],
+) -> anyhow::Result<Outline> {
+    let base = fixture(base)?;
     crate::tools::check(
         crate::tools::command("qemu-img")
             .arg("convert")
@@ -380,8 +414,14 @@ fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Re
     for v in &mut b.volumes {
         v.tsk = false;
     }
+    b.detections = base.expected_detections()?;
     let description = format!("{} converted to {format} with qemu-img", base.meta.name);
-    Ok(Outline::ok(&description, base.meta.sector_size, "mbr"))
+    let scheme = match base.meta.scheme.as_str() {
+        "gpt" => "gpt",
+        "mbr" => "mbr",
+        _ => "none",
+    };
+    Ok(Outline::ok(&description, base.meta.sector_size, scheme))
 }
 
 /// Looks a fixture up by name.
@@ -811,23 +851,35 @@ fn xfs_crash_common(
     sector: u32,
     log: Option<&str>,
 ) -> anyhow::Result<()> {
+    let opts = crate::xfs::XfsOptions { crc: true, sector };
+    crash_common(
+        b,
+        tag,
+        crate::crash::CrashFs::Xfs {
+            opts,
+            log_size: log,
+        },
+    )
+}
+
+/// A crash-consistent image of `fs` ([`crate::crash`]) as a whole disk: the manifest is the
+/// kernel's view after recovery, and the EICAR fsync'ed just before the copy is detected.
+fn crash_common(b: &mut Builder, tag: &str, fs: crate::crash::CrashFs) -> anyhow::Result<()> {
     let seed = trees::rich_tree(tag).for_flavour(Flavour::Ext);
     let size = 320 * MIB;
     let disk = b.disk();
-    let opts = crate::xfs::XfsOptions { crc: true, sector };
     let eicar = crate::testdb::eicar();
     let spec = crate::crash::CrashSpec {
         size,
-        opts,
-        log_size: log,
+        fs,
         planted_path: "/planted/eicar.com",
         planted: &eicar,
     };
-    let c = crate::crash::xfs_crash_image(&b.dir, &disk, &seed, &spec)?;
+    let c = crate::crash::crash_image(&b.dir, &disk, &seed, &spec)?;
     b.records.extend(c.records);
     b.volumes.push(VolumeMeta {
         partition: 0,
-        fs: "xfs".into(),
+        fs: fs.kind().into(),
         start: 0,
         size,
         listed: true,
@@ -841,6 +893,56 @@ fn xfs_crash_common(
         stream: None,
     });
     Ok(())
+}
+
+fn btrfs_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    crash_common(b, "btrfs-crash", crate::crash::CrashFs::Btrfs)?;
+    Ok(Outline::ok(
+        "whole-disk Btrfs copied while a writer runs (a tree log to replay; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+fn ext4_crash(b: &mut Builder) -> anyhow::Result<Outline> {
+    crash_common(b, "ext4-crash", crate::crash::CrashFs::Ext4)?;
+    Ok(Outline::ok(
+        "whole-disk ext4 copied while a writer runs (journal needs recovery; EICAR fsync'ed just before the copy); the manifest is the kernel's view after recovery",
+        512,
+        "none",
+    ))
+}
+
+/// Btrfs with subvolumes, a snapshot and compressed files ([`crate::btrfs`]): the manifest is
+/// the kernel's view; the EICAR in a subvolume is found there and in its snapshot.
+fn btrfs_subvolumes(b: &mut Builder) -> anyhow::Result<Outline> {
+    let seed = trees::rich_tree("btrfs-subvolumes").for_flavour(Flavour::Ext);
+    let size = 320 * MIB;
+    let disk = b.disk();
+    let built = crate::btrfs::btrfs_image(&b.dir, &disk, size, &seed)?;
+    b.records.extend(built.records);
+    b.volumes.push(VolumeMeta {
+        partition: 0,
+        fs: "btrfs".into(),
+        start: 0,
+        size,
+        listed: true,
+        tsk: false,
+        tsk_hidden: Vec::new(),
+        optional: Vec::new(),
+    });
+    for path in built.detections {
+        b.detections.push(ExpectedDetection {
+            partition: 0,
+            path,
+            stream: None,
+        });
+    }
+    Ok(Outline::ok(
+        "whole-disk Btrfs: the rich tree at the top level, subvolumes home and data, a snapshot of home taken before home changed, zstd- and zlib-compressed files (inline and regular extents)",
+        512,
+        "none",
+    ))
 }
 
 fn gpt_4k(b: &mut Builder) -> anyhow::Result<Outline> {

@@ -4,6 +4,7 @@
 //! Sleuth Kit and comparing listings.
 #![forbid(unsafe_code)]
 
+pub mod btrfs;
 pub mod cache;
 pub mod checks;
 pub mod coldscan;
@@ -18,6 +19,7 @@ pub mod lvm;
 pub mod manifest;
 pub mod md;
 pub mod ntfs;
+pub mod rhel;
 pub mod testdb;
 pub mod thin;
 pub mod tools;

@@ -226,7 +226,7 @@ pub(crate) fn ext4(dir: &Path, name: &str, size: u64, tree: &mut Tree) -> anyhow
 }
 
 /// A swap area of `size` bytes.
-fn swap(dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
+pub(crate) fn swap(dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
     let img = dir.join("swap.img");
     images::sparse_file(&img, size)?;
     tool(

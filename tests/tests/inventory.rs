@@ -52,7 +52,8 @@ inventory! {
     mbr_logical_vhd => "mbr-logical-vhd",
 }
 
-/// XFS: The Sleuth Kit reads no XFS, so the planted manifest is the oracle.
+/// XFS and Btrfs (and the crash-consistent ext4, whose oracle is the kernel's view after
+/// recovery): The Sleuth Kit reads neither, so the planted manifest is the oracle.
 macro_rules! inventory_xfs {
     ($($module:ident => $name:literal),* $(,)?) => {$(
         mod $module {
@@ -84,4 +85,8 @@ inventory_xfs! {
     xfs_4k_sectors => "xfs-4k-sectors",
     xfs_crash => "xfs-crash",
     xfs_crash_small_log => "xfs-crash-small-log",
+    btrfs_subvolumes => "btrfs-subvolumes",
+    btrfs_subvolumes_qcow2 => "btrfs-subvolumes-qcow2",
+    btrfs_crash => "btrfs-crash",
+    ext4_crash => "ext4-crash",
 }

@@ -36,6 +36,12 @@ const PAGE_83_DATA: [u8; 16] = guid("BECA12AB-B2E6-4523-93EF-C309E000C746");
 const LOGICAL_SECTOR_SIZE: [u8; 16] = guid("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
 const PHYSICAL_SECTOR_SIZE: [u8; 16] = guid("CDA348C7-445D-4471-9CC9-E9885251C556");
 
+/// The BAT entry of payload block `b`: after every `CHUNK_RATIO` payload entries comes one
+/// sector-bitmap entry (2.5.1).
+fn bat_index(b: u64) -> u64 {
+    b + b / CHUNK_RATIO
+}
+
 /// Writes `disk` as a dynamic VHDX; returns the file size.
 pub fn write(disk: &[u8], seed: &IdSeed, mut out: impl Write) -> Result<u64> {
     let size = disk.len() as u64;
@@ -52,7 +58,7 @@ pub fn write(disk: &[u8], seed: &IdSeed, mut out: impl Write) -> Result<u64> {
     let mut present = Vec::new();
     for (b, block) in disk.chunks(BLOCK_SIZE as usize).enumerate() {
         let b = b as u64;
-        let index = (b + b / CHUNK_RATIO) as usize;
+        let index = bat_index(b) as usize;
         let entry = if block.iter().all(|&x| x == 0) {
             PAYLOAD_BLOCK_NOT_PRESENT
         } else {
@@ -153,4 +159,61 @@ pub fn write(disk: &[u8], seed: &IdSeed, mut out: impl Write) -> Result<u64> {
     }
     out.flush()?;
     Ok(next_block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk whose size is not a multiple of the block size, with data in the first, a middle
+    /// and the partial last block: qemu-img reads back exactly the raw bytes.
+    #[test]
+    fn qemu_reads_back_a_disk_with_a_partial_last_block() {
+        let mut disk = vec![0u8; (5 * MIB + 64 * KIB) as usize];
+        disk[..4096].fill(0x11);
+        disk[(2 * MIB + 512) as usize..(2 * MIB + 1024) as usize].fill(0x22);
+        let n = disk.len();
+        disk[n - 512..].fill(0x33);
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("d.raw");
+        let vhdx = dir.path().join("d.vhdx");
+        std::fs::write(&raw, &disk).unwrap();
+        let mut bytes = Vec::new();
+        let size = write(&disk, &IdSeed::new(b"t"), &mut bytes).unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        std::fs::write(&vhdx, &bytes).unwrap();
+        let check = std::process::Command::new("qemu-img")
+            .args(["check", "-f", "vhdx"])
+            .arg(&vhdx)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let cmp = std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "vhdx"])
+            .arg(&raw)
+            .arg(&vhdx)
+            .output()
+            .unwrap();
+        assert!(
+            cmp.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cmp.stdout)
+        );
+        // Blocks 0, 1 and 2 hold data; nothing else is stored.
+        assert_eq!(bytes.len() as u64, BAT_OFFSET + MIB + 3 * BLOCK_SIZE);
+    }
+
+    #[test]
+    fn bat_interleaves_sector_bitmap_entries_every_chunk() {
+        // 2 MiB blocks: 2048 payload blocks per chunk; entry 2048 is the first sector bitmap's.
+        assert_eq!(CHUNK_RATIO, 2048);
+        assert_eq!(bat_index(0), 0);
+        assert_eq!(bat_index(2047), 2047);
+        assert_eq!(bat_index(2048), 2049);
+        assert_eq!(bat_index(4096), 4098);
+    }
 }

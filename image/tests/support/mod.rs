@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The line PID 1 prints once the appliance is up.
@@ -17,6 +18,9 @@ pub const BOOT_LIMIT: Duration = Duration::from_secs(120);
 pub const EPOCH: &str = "1700000000";
 /// zstd level of test builds: fast; reproducibility and booting do not depend on the level.
 pub const TEST_ZSTD_LEVEL: &str = "3";
+
+/// Builds share the package cache; one at a time keeps the 2-core machine responsive.
+pub static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -194,4 +198,22 @@ pub fn assert_booted(b: &Boot) {
         "the VM stopped without powering off:\n{}",
         b.serial
     );
+}
+
+/// Runs a build expected to fail; checks exit status 2, the step named, and no image left.
+pub fn assert_fails(args: &[&str], step: &str, detail: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        build(&out_dir, args)
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("error: step {step}:")), "{stderr}");
+    assert!(stderr.contains(detail), "{stderr}");
+    if out_dir.is_dir() {
+        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
 }

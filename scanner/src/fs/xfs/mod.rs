@@ -20,11 +20,14 @@
 
 pub mod bmbt;
 pub mod dir2;
+mod dirs;
 pub mod inode;
 pub mod log;
 pub mod superblock;
 pub mod symlink;
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
@@ -184,112 +187,6 @@ impl Fs {
         Ok(want)
     }
 
-    /// The names in directory `inode`, and the errors met reading parts of it.
-    fn dir_entries(&self, inode: &Inode) -> Result<(Vec<RawEntry>, Vec<Error>)> {
-        let object = self.object(inode.ino);
-        if inode.format == format::LOCAL {
-            let entries = dir2::shortform::parse(
-                &inode.data_fork,
-                inode.size,
-                self.sb.has_ftype(),
-                inode.fork_offset,
-                &object,
-            )?;
-            return Ok((entries, Vec::new()));
-        }
-        let map = self.extent_map(inode)?;
-        let bs = u64::from(self.sb.block_size);
-        let dbs = u64::from(self.sb.dir_block_size);
-        let fsb_per_dirblk = dbs / bs;
-        let data_end = dir2::LEAF_OFFSET / bs;
-        // Directory blocks that hold data, in logical order, each once.
-        let mut dirblocks = Vec::new();
-        let limit = self.sb.dblocks / fsb_per_dirblk + 1;
-        for e in map.extents() {
-            if e.startoff >= data_end {
-                break;
-            }
-            let first = e.startoff / fsb_per_dirblk;
-            let last = (e.startoff.saturating_add(e.blockcount).min(data_end) - 1) / fsb_per_dirblk;
-            for d in first..=last {
-                if dirblocks.last() != Some(&d) {
-                    dirblocks.push(d);
-                }
-                if dirblocks.len() as u64 > limit {
-                    return Err(Error::corrupt(
-                        &object,
-                        inode.offset,
-                        "the directory maps more data blocks than the filesystem has",
-                    ));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        let mut errors = Vec::new();
-        let mut buf = vec![0u8; self.sb.dir_block_size as usize];
-        let content = Content::Map(map);
-        for d in dirblocks {
-            let lpos = d * dbs;
-            let at = match content {
-                Content::Map(ref m) => m.map(&self.sb, d * fsb_per_dirblk).byte.unwrap_or(0),
-                Content::Bytes(_) => 0,
-            };
-            let res = self
-                .read_dir_block(&content, lpos, &mut buf)
-                .and_then(|()| {
-                    dir2::data::parse_block(
-                        &buf,
-                        self.sb.has_crc(),
-                        self.sb.has_ftype(),
-                        at,
-                        &object,
-                        &mut out,
-                    )
-                });
-            if let Err(e) = res {
-                errors.push(e);
-            }
-            if errors.len() >= MAX_DIR_ERRORS {
-                errors.push(Error::corrupt(
-                    &object,
-                    inode.offset,
-                    "too many bad directory blocks, the rest is skipped",
-                ));
-                break;
-            }
-            if out.len() > MAX_DIR_ENTRIES {
-                errors.push(Error::limit(
-                    &object,
-                    format!("more than {MAX_DIR_ENTRIES} entries"),
-                ));
-                break;
-            }
-        }
-        Ok((out, errors))
-    }
-
-    /// Reads one whole directory block at logical byte `lpos`; a hole in it is an error.
-    fn read_dir_block(&self, content: &Content, lpos: u64, buf: &mut [u8]) -> Result<()> {
-        let Content::Map(map) = content else {
-            return Ok(());
-        };
-        let bs = u64::from(self.sb.block_size);
-        for (i, chunk) in buf.chunks_mut(bs as usize).enumerate() {
-            let lblock = lpos / bs + i as u64;
-            match map.map(&self.sb, lblock).byte {
-                Some(b) if b != u64::MAX => self.src.read_exact_at(b, chunk)?,
-                _ => {
-                    return Err(Error::corrupt(
-                        &self.name,
-                        0,
-                        format!("directory block at logical byte {lpos:#x} is not mapped"),
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn unreadable(&self, inode: &Inode) -> Option<Unreadable> {
         inode.is_realtime().then(|| Unreadable {
             reason: Reason::UnsupportedFilesystem,
@@ -422,6 +319,7 @@ impl XfsVolume {
     fn find(&self, path: &str) -> Result<(String, Inode)> {
         let mut inode = self.fs.inode(self.fs.sb.root_ino)?;
         let mut built = String::new();
+        let mut budget = self.fs.dir_block_budget();
         let not_found = || Error::NotFound {
             object: self.fs.name.clone(),
             detail: path.to_string(),
@@ -430,7 +328,7 @@ impl XfsVolume {
             if inode.kind() != EntryKind::Dir {
                 return Err(not_found());
             }
-            let (entries, _) = self.fs.dir_entries(&inode)?;
+            let (entries, _) = self.fs.dir_entries(&inode, &mut budget)?;
             let e = entries
                 .iter()
                 .find(|e| component(&e.name) == part)
@@ -474,7 +372,8 @@ impl Filesystem for XfsVolume {
                 "the root inode is not a directory",
             ));
         }
-        let (entries, errors) = self.fs.dir_entries(&root)?;
+        let mut budget = self.fs.dir_block_budget();
+        let (entries, errors) = self.fs.dir_entries(&root, &mut budget)?;
         for error in errors {
             visit(WalkEvent::Error {
                 path: "/".into(),
@@ -539,7 +438,7 @@ impl Filesystem for XfsVolume {
                 });
                 continue;
             }
-            match self.fs.dir_entries(&inode) {
+            match self.fs.dir_entries(&inode, &mut budget) {
                 Ok((entries, errors)) => {
                     for error in errors {
                         visit(WalkEvent::Error {

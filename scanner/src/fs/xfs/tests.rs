@@ -24,7 +24,11 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Planted: path -> content (None for directories, Some(target) prefixed "->" for symlinks).
-fn build(dir: &Path, crc: bool, sector: u32) -> (std::path::PathBuf, BTreeMap<String, Vec<u8>>) {
+pub(super) fn build(
+    dir: &Path,
+    crc: bool,
+    sector: u32,
+) -> (std::path::PathBuf, BTreeMap<String, Vec<u8>>) {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut want = BTreeMap::new();

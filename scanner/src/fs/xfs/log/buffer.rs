@@ -278,3 +278,57 @@ impl Replayer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(map: &[u32]) -> Vec<u8> {
+        let mut r = vec![0u8; 20 + 4 * map.len()];
+        r[0..2].copy_from_slice(&0x123cu16.to_le_bytes());
+        r[6..8].copy_from_slice(&8u16.to_le_bytes());
+        r[8..16].copy_from_slice(&64u64.to_le_bytes());
+        r[16..20].copy_from_slice(&(map.len() as u32).to_le_bytes());
+        for (i, w) in map.iter().enumerate() {
+            r[20 + 4 * i..24 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        r
+    }
+
+    #[test]
+    fn dirty_bitmap_runs_map_to_regions_in_order() {
+        // Chunks 0-1 and 4, then 31-32 across a word boundary.
+        let f = BufFormat::parse(&format(&[0x8000_0013, 0x1]), Endian::Little).unwrap();
+        assert_eq!((f.len, f.blkno), (8, 64));
+        let regions = vec![vec![], vec![1; 256], vec![2; 128], vec![3; 256]];
+        assert_eq!(
+            f.ranges(&regions).unwrap(),
+            vec![(0, 1, 256), (512, 2, 128), (31 * 128, 3, 256)]
+        );
+        // A run split over two regions (a page boundary): trimmed to the first region.
+        let f = BufFormat::parse(&format(&[0x7]), Endian::Little).unwrap();
+        let r = f.ranges(&[vec![], vec![0; 128], vec![0; 256]]).unwrap();
+        assert_eq!(r, vec![(0, 1, 128), (128, 2, 256)]);
+        // A region missing, a bitmap too long: errors.
+        assert!(f.ranges(&[vec![]]).is_err());
+        assert!(BufFormat::parse(&format(&[0; 17]), Endian::Little).is_err());
+    }
+
+    #[test]
+    fn buffer_lsn_is_found_by_magic_and_ignored_for_another_filesystem() {
+        let uuid = [7u8; 16];
+        let mut b = vec![0u8; 4096];
+        b[0..4].copy_from_slice(b"XDD3");
+        b[16..24].copy_from_slice(&0x5_0000_0100u64.to_be_bytes());
+        b[24..40].copy_from_slice(&uuid);
+        assert_eq!(buf_lsn(&b, &uuid, false), Some(0x5_0000_0100));
+        assert_eq!(buf_lsn(&b, &[8u8; 16], false), None);
+        b[0..4].copy_from_slice(b"XARM");
+        assert_eq!(buf_lsn(&b, &uuid, false), None);
+        b[0..4].fill(0);
+        b[8..10].copy_from_slice(&0x3ebeu16.to_be_bytes());
+        b[24..32].copy_from_slice(&9u64.to_be_bytes());
+        b[32..48].copy_from_slice(&uuid);
+        assert_eq!(buf_lsn(&b, &uuid, false), Some(9));
+    }
+}

@@ -312,6 +312,63 @@ impl Replayer<'_> {
 mod tests {
     use super::*;
 
+    /// A logged core written by a little-endian machine.
+    fn log_core(version: u8, flags2: u64) -> Vec<u8> {
+        let mut l = vec![0u8; 176];
+        l[0..2].copy_from_slice(&DINODE_MAGIC.to_le_bytes());
+        l[2..4].copy_from_slice(&0o100644u16.to_le_bytes());
+        l[4] = version;
+        l[5] = 2;
+        l[16..20].copy_from_slice(&3u32.to_le_bytes());
+        l[30..32].copy_from_slice(&7u16.to_le_bytes());
+        l[32..36].copy_from_slice(&1_700_000_000u32.to_le_bytes());
+        l[36..40].copy_from_slice(&5u32.to_le_bytes());
+        l[56..64].copy_from_slice(&123_456u64.to_le_bytes());
+        l[76..80].copy_from_slice(&9u32.to_le_bytes());
+        l[90..92].copy_from_slice(&0x20u16.to_le_bytes());
+        l[112..120].copy_from_slice(&0xdead_beefu64.to_le_bytes());
+        l[120..128].copy_from_slice(&flags2.to_le_bytes());
+        l[152..160].copy_from_slice(&4242u64.to_le_bytes());
+        l
+    }
+
+    #[test]
+    fn logged_cores_become_big_endian_disk_cores() {
+        for (version, flags2) in [(3u8, 0u64), (3, DIFLAG2_BIGTIME), (2, 0)] {
+            let l = log_core(version, flags2);
+            let mut d = vec![0xaau8; 512];
+            log_dinode_to_disk(&l, &mut d, Endian::Little, 0x1_0000_0020).unwrap();
+            assert_eq!(be::u16(&d, 0), Some(DINODE_MAGIC));
+            assert_eq!(be::u16(&d, 2), Some(0o100644));
+            assert_eq!((d[4], d[5]), (version, 2));
+            assert_eq!(be::u32(&d, 16), Some(3));
+            assert_eq!(be::u64(&d, 56), Some(123_456));
+            assert_eq!(be::u32(&d, 76), Some(9));
+            assert_eq!(be::u16(&d, 90), Some(0x20));
+            assert_eq!(d[96..100], [0xaa; 4], "di_next_unlinked is not logged");
+            if flags2 & DIFLAG2_BIGTIME != 0 {
+                assert_eq!(
+                    be::u64(&d, 32),
+                    Some(u64::from(1_700_000_000u32) | (5 << 32))
+                );
+            } else {
+                assert_eq!(be::u32(&d, 32), Some(1_700_000_000));
+                assert_eq!(be::u32(&d, 36), Some(5));
+            }
+            if version == 3 {
+                assert_eq!(
+                    be::u64(&d, 112),
+                    Some(0x1_0000_0020),
+                    "LSN of the transaction"
+                );
+                assert_eq!(be::u64(&d, 152), Some(4242));
+            } else {
+                assert_eq!(be::u16(&d, 30), Some(7), "flush counter");
+            }
+        }
+        assert!(log_dinode_to_disk(&[0u8; 40], &mut [0u8; 512], Endian::Little, 0).is_none());
+    }
+
     #[test]
     fn btree_root_keys_and_pointers_are_respaced() {
         // In-memory root: v4 header (24 bytes), room for 3 records, 2 used.

@@ -250,7 +250,7 @@ fn replay(
                 "log record CRC mismatch inside the log (not a torn write at its head)",
             ));
         }
-        asm.record(h, &data, log.byte(h.bb), &mut |t| {
+        asm.record(h, &data, log.byte(h.bb + h.hblks), &mut |t| {
             r.pass1(&t);
             Ok(())
         })?;
@@ -259,7 +259,7 @@ fn replay(
     let mut asm = Assembler::new(&log.name);
     for h in recs {
         let (data, _) = read_data(log, h)?;
-        asm.record(h, &data, log.byte(h.bb), &mut |t| r.pass2(&t))?;
+        asm.record(h, &data, log.byte(h.bb + h.hblks), &mut |t| r.pass2(&t))?;
     }
     if asm.uncommitted() > 0 {
         r.notes.push(format!(

@@ -308,7 +308,8 @@ impl Assembler {
         }
     }
 
-    /// Feeds the operations of one record; `commit` gets every transaction that commits here.
+    /// Feeds the operations of one record (`data` at byte `at` of the volume); `commit` gets
+    /// every transaction that commits here.
     pub fn record(
         &mut self,
         hdr: &RecordHeader,
