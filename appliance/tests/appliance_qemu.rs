@@ -18,15 +18,14 @@ mod qemu;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use coldscan_tests::content::Content;
-use coldscan_tests::images::{ext_image, fat_image, ExtOptions};
-use coldscan_tests::ntfs::ntfs_image;
+use coldscan_tests::images::{ext_image, ExtOptions};
 use coldscan_tests::testdb::{self, CLAM_REPORTED, EICAR_REPORTED};
 use coldscan_tests::tree::Tree;
+use qemu::guests::{clam_exe, corrupt_ext_root, fat_clean, ntfs_vhdx, qcow2_chain};
 use qemu::{Disk, TestManager, Vm, VmOptions, TOKEN};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(600);
@@ -42,84 +41,6 @@ fn run(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn clam_exe() -> Vec<u8> {
-    std::fs::read(Path::new(testdb::TESTFILES_DIR).join("clam.exe")).unwrap()
-}
-
-/// The qcow2 chain: a clean ext4 base and a top layer holding only what changed when the
-/// planted files were added.
-fn qcow2_chain(dir: &Path) -> (Disk, PathBuf) {
-    let mut clean = Tree::new();
-    clean.file("/etc/hostname", b"guest-one\n");
-    clean.file("/home/user/notes.txt", b"nothing to see\n");
-    let mut infected = clean.clone();
-    infected.file("/home/user/eicar.com", &testdb::eicar());
-    infected.file("/opt/tools/clam.exe", &clam_exe());
-    let base_raw = dir.join("base.raw");
-    let new_raw = dir.join("new.raw");
-    ext_image(&base_raw, 16 << 20, &clean, &ExtOptions::ext4()).unwrap();
-    std::fs::copy(&base_raw, &new_raw).unwrap();
-    // Same filesystem, files added by debugfs-free means: rebuild with the same options.
-    ext_image(&new_raw, 16 << 20, &infected, &ExtOptions::ext4()).unwrap();
-    let base = dir.join("base.qcow2");
-    let top = dir.join("top.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-q", "-O", "qcow2"])
-        .arg(&base_raw)
-        .arg(&base));
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(&base)
-        .arg(&top));
-    coldscan_tests::layers::write_changes(&top, "qcow2", &base_raw, &new_raw, dir).unwrap();
-    (
-        Disk {
-            path: top,
-            format: "qcow2",
-            serial: "GUEST-QCOW2".into(),
-        },
-        base,
-    )
-}
-
-fn ntfs_vhdx(dir: &Path) -> Disk {
-    let mut tree = Tree::new();
-    tree.file("/Users/x/doc.txt", b"quarterly numbers\n");
-    tree.stream(
-        "/Users/x/doc.txt",
-        "hidden",
-        Content::Bytes(testdb::eicar()),
-    );
-    tree.dir("/Compressed");
-    tree.compressed_dirs.insert("/Compressed".into());
-    tree.file("/Compressed/clam.exe", &clam_exe());
-    let raw = dir.join("ntfs.raw");
-    ntfs_image(&raw, 32 << 20, 512, &tree).unwrap();
-    let vhdx = dir.join("ntfs.vhdx");
-    run(Command::new("qemu-img")
-        .args(["convert", "-q", "-O", "vhdx"])
-        .arg(&raw)
-        .arg(&vhdx));
-    Disk {
-        path: vhdx,
-        format: "vhdx",
-        serial: "GUEST-NTFS".into(),
-    }
-}
-
-fn fat_clean(dir: &Path, name: &str, serial: &str) -> Disk {
-    let mut tree = Tree::new();
-    tree.file("/README.TXT", b"clean disk\n");
-    tree.file("/DOCS/LETTER.TXT", b"dear reader\n");
-    let raw = dir.join(name);
-    fat_image(&raw, 16 << 20, 16, 512, &tree).unwrap();
-    Disk {
-        path: raw,
-        format: "raw",
-        serial: serial.into(),
-    }
 }
 
 /// The (path, stream, signature) set of a report.
@@ -302,25 +223,6 @@ fn killed_worker_and_corrupt_disk_do_not_stop_the_others() {
         "{fine:#}"
     );
     assert!(fine["stats"]["files"].as_u64().unwrap() >= 2, "{fine:#}");
-}
-
-/// Overwrites the inode table block holding the root directory's inode with garbage.
-fn corrupt_ext_root(img: &Path) {
-    let out = Command::new("debugfs")
-        .args(["-R", "imap <2>"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "Inode 2 is part of block group 0\n\tlocated at block 1234, offset 0x0100"
-    let block: u64 = text
-        .split("located at block ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|b| b.trim().parse().ok())
-        .unwrap_or_else(|| panic!("debugfs imap: {text}"));
-    let garbage = vec![0xA5u8; 4096];
-    coldscan_tests::images::patch(img, block * 4096, &garbage).unwrap();
 }
 
 #[test]
@@ -514,13 +416,16 @@ fn config_disk_sets_network_manager_and_signatures() {
     );
 }
 
-/// The image `coldscan-image` builds, booted under OVMF (UKI on a GPT/FAT32 ESP): the appliance
-/// disk is recognised and not scanned, the config disk (ext4 this time) gives the mode, the
+/// The image `coldscan-image` builds, booted under OVMF (UKI on a GPT/FAT32 ESP) with an e1000e
+/// NIC: the appliance disk is recognised and not scanned, the config disk (ext4 this time) gives the mode, the
 /// manager and the network, two guest disks get one report each, and the VM powers off.
 #[test]
 #[ignore = "boots QEMU: make e2e"]
 fn built_image_under_ovmf_scans_and_reports() {
-    let image = qemu::appliance_image(&binary(), "console=ttyS0 panic=-1 loglevel=4");
+    let image = qemu::appliance_image(
+        &binary(),
+        "console=ttyS0 panic=-1 loglevel=4 no_timer_check",
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut tree = Tree::new();
     tree.file("/srv/www/eicar.com", &testdb::eicar());
@@ -548,6 +453,8 @@ fn built_image_under_ovmf_scans_and_reports() {
         &binary(),
         &VmOptions {
             image: Some(image),
+            // DHCP on another driver than virtio-net (the image carries e1000e).
+            nic: "e1000e",
             extra_disks: vec![Disk {
                 path: cfg,
                 format: "raw",
@@ -573,6 +480,7 @@ fn built_image_under_ovmf_scans_and_reports() {
         log.contains("signatures from /var/lib/coldscan/db"),
         "{log}"
     );
+    assert!(log.contains("(dhcp from 10.0.2.2"), "{log}");
     assert!(
         log.contains("oneshot finished: 2 disk(s), 1 detection(s), exit status 1"),
         "{log}"

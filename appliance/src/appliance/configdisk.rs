@@ -9,6 +9,7 @@
 //!
 //! Files are copied to `/run/coldscan/` (tmpfs) within named limits; names are checked so that
 //! nothing on the disk chooses a path outside that directory.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! The menu reads short lines and compares them with a fixed set of choices: nothing typed is
 //! ever used as a path, a command line or a device name, there is no shell, and no choice writes
 //! to a guest disk.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
@@ -54,9 +55,23 @@ pub struct DiskLine {
     pub layout: Option<String>,
 }
 
+/// `text` with control characters (other than line feeds) shown as `\xNN`: guest-controlled
+/// strings (file names, labels) must not drive the operator's terminal with escape sequences.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Prints `coldscan: MESSAGE` on the console and keeps it for "show log".
 pub fn say(message: &str) {
-    let line = format!("coldscan: {message}");
+    let line = format!("coldscan: {}", printable(message));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -171,7 +186,7 @@ pub fn page(choice: Choice, s: &Status, layout: &dyn Fn(&DiskLine) -> Option<Str
                 ));
                 let text = d.layout.clone().or_else(|| layout(d));
                 if let Some(text) = text {
-                    for l in text.lines() {
+                    for l in printable(&text).lines() {
                         t.push_str(&format!("    {l}\n"));
                     }
                 }
@@ -241,7 +256,7 @@ pub fn run_menu(
         }
         let choice = parse_choice(&line);
         let text = page(choice, &status(), layout);
-        let _ = write!(output, "{text}");
+        let _ = write!(output, "{}", printable(&text));
         let _ = output.flush();
         match choice {
             Choice::PowerOff => confirming = true,
@@ -298,6 +313,12 @@ mod tests {
         assert!(out.contains("unknown choice"), "{out}");
         assert!(out.contains("power off cancelled"), "{out}");
         assert_eq!(powered.get(), 1);
+    }
+
+    #[test]
+    fn guest_strings_cannot_drive_the_terminal() {
+        assert_eq!(printable("a\x1b[2Jb\r\nc"), "a\\x1b[2Jb\\x0d\nc");
+        assert_eq!(printable("plain/path.txt"), "plain/path.txt");
     }
 
     #[test]

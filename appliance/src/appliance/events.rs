@@ -8,6 +8,7 @@
 //!
 //! Reaping: children that PID 1 started itself (scan workers) are waited for by their owner;
 //! any other process that ends up parented to PID 1 and exits is reaped here, so no zombie stays.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::io::Read;

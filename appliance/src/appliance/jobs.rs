@@ -7,6 +7,7 @@
 //!   spool, send heartbeats, claim a job (an attached disk by serial or identity, or an `nbd://`
 //!   export), scan it, report, complete it. A manager that is down only delays delivery: every
 //!   report waits in the spool under its idempotency key and is stored exactly once.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

@@ -145,6 +145,14 @@ fn main_body() -> anyhow::Result<()> {
     let mut lines = Vec::new();
     let mut config_disk = None;
     for d in devices {
+        // Read-only in the kernel before anything reads it (the ioctl itself needs a descriptor,
+        // opened O_RDONLY).
+        if let Err(e) = discovery::set_read_only(&d.dev_path) {
+            say(&format!(
+                "disk {}: cannot set read-only (BLKROSET): {e}",
+                d.identity()
+            ));
+        }
         let role = discovery::role_of_path(&d.dev_path, self_guid.as_deref());
         let role_name = match &role {
             discovery::DiskRole::Appliance => "appliance disk (not scanned)".to_string(),
@@ -178,7 +186,6 @@ fn main_body() -> anyhow::Result<()> {
     let run_dir = PathBuf::from(configdisk::RUN_DIR);
     let disk = match &config_disk {
         Some((dev, part)) => {
-            let _ = discovery::set_read_only(dev);
             let disk = configdisk::ConfigDisk::read(dev, *part, &run_dir)?;
             say(&format!(
                 "config disk: coldscan.toml {}, {} signature database file(s)",
@@ -197,13 +204,18 @@ fn main_body() -> anyhow::Result<()> {
         .context("configuration")?;
     console::update(|s| {
         s.mode = format!(
-            "{}{}",
+            "{}{}{}",
             config.mode.as_str(),
             if disk.is_some() {
                 " (config disk attached)"
             } else {
                 ""
-            }
+            },
+            config
+                .name
+                .as_deref()
+                .map(|n| format!(", appliance {n}"))
+                .unwrap_or_default()
         )
     });
 

@@ -8,6 +8,7 @@
 //! (a module it depends on did not load, for the same reason) and `EEXIST` (built in or already
 //! loaded) are not errors: a driver for an absent device is normal on an appliance that runs on
 //! several hypervisors. A module the list names but the image lacks is reported.
+#![forbid(unsafe_code)]
 
 use std::path::{Component, Path, PathBuf};
 

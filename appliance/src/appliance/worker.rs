@@ -8,6 +8,7 @@
 //! own disk down: PID 1 writes that disk's report itself, with the failure as a `not_scanned`
 //! entry, and goes on with the others. Reports name disks by their identity (serial, by-id
 //! style), never by the kernel's device name.
+#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::io::{BufRead, Read};

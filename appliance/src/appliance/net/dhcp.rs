@@ -7,6 +7,7 @@
 //! to the limited broadcast address with the BROADCAST flag set, so that servers answer by
 //! broadcast before the interface has an address. Every field read from the network is bounds
 //! checked; a malformed packet is skipped, never trusted.
+#![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};

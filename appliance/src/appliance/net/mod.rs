@@ -2,6 +2,7 @@
 //! over rtnetlink ([`netlink`]), then DHCPv4 ([`dhcp`]) or the static address of
 //! `coldscan.net=IP/PREFIX,GW[,DNS]`. Ethernet interfaces only (virtio-net, vmxnet3, e1000/e1000e,
 //! netvsc all present as `ARPHRD_ETHER`); no socket ever listens.
+#![forbid(unsafe_code)]
 
 pub mod dhcp;
 pub mod netlink;

@@ -3,6 +3,7 @@
 //! address, add a default route. Messages are built by hand (each is a header, one fixed struct
 //! and a few attributes) and every request is acknowledged (`NLM_F_ACK`), so a refusal is an
 //! error with the kernel's errno.
+#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 
