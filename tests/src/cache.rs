@@ -26,6 +26,7 @@ const SOURCES: &[&str] = &[
     include_str!("lvm.rs"),
     include_str!("md.rs"),
     include_str!("thin.rs"),
+    include_str!("wof.rs"),
 ];
 
 /// What a fixture's `stamp` file holds: the factory version and a hash of its sources (and of

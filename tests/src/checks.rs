@@ -26,7 +26,8 @@ fn sample<T>(items: &[T], max: usize) -> impl Iterator<Item = &T> {
 /// The factory against The Sleuth Kit: `mmls` finds the partitions where the fixture says,
 /// `fls -r -p` lists exactly the manifest's paths, and `icat` gives the manifest's hashes.
 pub fn manifest_agrees_with_tsk(f: &Fixture) -> anyhow::Result<()> {
-    let disk = f.disk();
+    let raw = tsk_view(f)?;
+    let disk = raw.path.clone();
     let manifest = f.manifest()?;
     let mut problems = String::new();
     if f.meta.scheme != "none" {
@@ -114,10 +115,13 @@ fn volume_agrees_with_tsk(disk: &Path, v: &VolumeMeta, manifest: &[Record]) -> a
 /// `coldscan ls` against The Sleuth Kit directly: on every volume TSK reads, the same path
 /// set as `fls -r -p`, and for a sample of files the same content hash as `icat`.
 pub fn ls_agrees_with_tsk(f: &Fixture) -> anyhow::Result<()> {
-    let disk = f.disk();
-    let (listed, _) = coldscan::ls(&disk.display().to_string())?;
+    let (listed, _) = coldscan::ls(&f.disk().display().to_string())?;
+    let raw = tsk_view(f)?;
+    let disk = raw.path.clone();
     let mut problems = String::new();
+    let mut compared = 0;
     for v in f.meta.volumes.iter().filter(|v| v.tsk && v.listed) {
+        compared += 1;
         let entries = tsk::fls(&disk, v.start)?;
         let hidden: BTreeSet<&str> = v.tsk_hidden.iter().map(String::as_str).collect();
         let ours: Vec<&Record> = listed
@@ -160,7 +164,69 @@ pub fn ls_agrees_with_tsk(f: &Fixture) -> anyhow::Result<()> {
         "{}: coldscan and The Sleuth Kit disagree:\n{problems}",
         f.meta.name
     );
+    // A fixture without a volume TSK reads would pass without comparing anything.
+    ensure!(
+        compared > 0,
+        "{}: no volume The Sleuth Kit reads: nothing compared",
+        f.meta.name
+    );
     Ok(())
+}
+
+/// The fixture's disk as The Sleuth Kit is given it: the disk itself when it is raw, else a
+/// raw copy made by `qemu-img convert` (an independent reader of the image format), removed
+/// on drop.
+#[derive(Debug)]
+pub struct TskView {
+    /// The raw disk.
+    pub path: std::path::PathBuf,
+    scratch: Option<std::path::PathBuf>,
+}
+
+impl Drop for TskView {
+    fn drop(&mut self) {
+        if let Some(d) = &self.scratch {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The raw form of `f`'s disk for The Sleuth Kit (see [`TskView`]).
+pub fn tsk_view(f: &Fixture) -> anyhow::Result<TskView> {
+    let disk = f.disk();
+    let info = crate::tools::check(
+        crate::tools::command("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&disk),
+    )?;
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout)?;
+    let format = info["format"].as_str().context("qemu-img info: format")?;
+    if format == "raw" {
+        return Ok(TskView {
+            path: disk,
+            scratch: None,
+        });
+    }
+    let scratch = crate::cache::target_dir().join(format!(
+        "tsk-raw/{}-{}-{:?}",
+        f.meta.name,
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let view = TskView {
+        path: scratch.join("disk.raw"),
+        scratch: Some(scratch),
+    };
+    crate::tools::check(
+        crate::tools::command("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&disk)
+            .arg(&view.path),
+    )
+    .with_context(|| format!("converting {} ({format}) to raw for TSK", disk.display()))?;
+    Ok(view)
 }
 
 /// `coldscan ls --format jsonl --hash sha256` on the fixture: exit code as expected, and for

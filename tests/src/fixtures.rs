@@ -299,6 +299,12 @@ pub const FIXTURES: &[FixtureDef] = &[
         build: gpt_infected_zeroed,
     },
     FixtureDef {
+        name: "ntfs-wof",
+        malformed: false,
+        needs_ntfs: true,
+        build: ntfs_wof,
+    },
+    FixtureDef {
         name: "mbr-logical-qcow2",
         malformed: false,
         needs_ntfs: true,
@@ -388,8 +394,8 @@ pub const FIXTURES: &[FixtureDef] = &[
 const CONVERTED_BASE: &str = "mbr-logical";
 
 /// The `mbr-logical` disk converted with `qemu-img convert ARGS` into another image format:
-/// same volumes, same manifest, reached through the format's layer. TSK is not asked (its
-/// image-format support depends on how it was built).
+/// same volumes, same manifest, reached through the format's layer. TSK reads the raw form
+/// (`qemu-img convert -O raw`): its own image-format support depends on how it was built.
 fn converted(b: &mut Builder, format: &'static str, args: &[&str]) -> anyhow::Result<Outline> {
     converted_from(b, CONVERTED_BASE, format, args)
 }
@@ -410,10 +416,8 @@ fn converted_from(
             .arg(b.disk()),
     )?;
     b.records = base.manifest()?;
+    // TSK compares against the raw form (`checks::tsk_view`), so the base's TSK flags hold.
     b.volumes = base.meta.volumes.clone();
-    for v in &mut b.volumes {
-        v.tsk = false;
-    }
     b.detections = base.expected_detections()?;
     let description = format!("{} converted to {format} with qemu-img", base.meta.name);
     let scheme = match base.meta.scheme.as_str() {
@@ -1343,6 +1347,60 @@ fn ntfs_attr_overrun(b: &mut Builder) -> anyhow::Result<Outline> {
         512,
         "none",
         &[&what, "0x"],
+    ))
+}
+
+/// A whole-disk NTFS volume with CompactOS files ([`crate::wof`]), one per WOF algorithm,
+/// EICAR across the first chunk boundary of the LZX one, and an alternate data stream on a
+/// compressed file. TSK reads them as sparse zeros beside `WofCompressedData`: not asked.
+fn ntfs_wof(b: &mut Builder) -> anyhow::Result<Outline> {
+    use crate::wof::{WofAlgorithm, WofFile};
+    let mut t = small_tree("wof");
+    t.dir("/Windows/System32");
+    b.whole_disk(32 * MIB, &FsSpec::Ntfs { sector: 512 }, &t)?;
+    let files: Vec<WofFile> = WofAlgorithm::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &algorithm)| {
+            let mut content = crate::wof::program_like(i as u64 + 1, 100_003 + 4096 * i);
+            let path = format!("/Windows/System32/compact-{}.exe", algorithm.id());
+            if algorithm == WofAlgorithm::Lzx {
+                let at = algorithm.chunk_size() as usize - 30;
+                let eicar = crate::testdb::eicar();
+                content[at..at + eicar.len()].copy_from_slice(&eicar);
+                b.detections.push(ExpectedDetection {
+                    partition: 0,
+                    path: path.clone(),
+                    stream: None,
+                });
+            }
+            WofFile {
+                path,
+                algorithm,
+                content,
+            }
+        })
+        .collect();
+    let zone = b"[ZoneTransfer]\r\nZoneId=3\r\n";
+    let marked = files[0].path.clone();
+    crate::wof::plant(
+        &b.disk(),
+        &b.dir,
+        &files,
+        &[(&marked, "Zone.Identifier", zone)],
+    )?;
+    b.records.extend(files.iter().map(|f| f.record(0)));
+    let mut ads = files[0].record(0);
+    ads.path = format!("{marked}:Zone.Identifier");
+    ads.stream = Some("Zone.Identifier".into());
+    ads.size = Some(zone.len() as u64);
+    ads.sha256 = Some(crate::content::sha256_hex(zone));
+    b.records.push(ads);
+    b.volume_mut(0).tsk = false;
+    Ok(Outline::ok(
+        "whole-disk NTFS with CompactOS (WOF) files compressed by wimlib: XPRESS4K, LZX (holding EICAR), XPRESS8K, XPRESS16K",
+        512,
+        "none",
     ))
 }
 

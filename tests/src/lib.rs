@@ -26,6 +26,7 @@ pub mod tools;
 pub mod tree;
 pub mod trees;
 pub mod tsk;
+pub mod wof;
 pub mod xfs;
 
 pub use fixtures::{fixture, Fixture, FixtureMeta, VolumeMeta, FIXTURES};
