@@ -39,6 +39,8 @@ impl DiskArgs {
     }
 }
 
+// Parsed once per process: boxing the large `scan` arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Scan every file of every volume of the targets (disk images, devices, host directories)
@@ -97,10 +99,31 @@ pub struct ScanArgs {
     pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub disk: DiskArgs,
+    #[command(flatten)]
+    pub manager: ManagerArgs,
     /// Disk images, block devices, host directories, or host files (a file that is not a disk
     /// image is scanned as one file).
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
+}
+
+/// Where `scan` posts its report (the coldscan manager), as the appliance does.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManagerArgs {
+    /// Post the report to the coldscan manager at URL (`http://HOST:PORT` or `https://...`),
+    /// with retries; see also --spool.
+    #[arg(long, value_name = "URL", requires = "token_file")]
+    pub manager: Option<String>,
+    /// File holding the manager token (role `appliance`) on its first line.
+    #[arg(long, value_name = "FILE", requires = "manager")]
+    pub token_file: Option<PathBuf>,
+    /// Keep reports the manager could not take in DIR and send them (oldest first) on the next
+    /// run; each is stored exactly once thanks to its idempotency key.
+    #[arg(long, value_name = "DIR", requires = "manager")]
+    pub spool: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for an https manager instead of the built-in roots.
+    #[arg(long, value_name = "FILE", requires = "manager")]
+    pub manager_ca: Option<PathBuf>,
 }
 
 /// Parses `123`, `100K`, `100M`, `2G`, `1T` (binary multiples, as clamscan does).

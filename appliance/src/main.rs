@@ -7,6 +7,7 @@
 
 mod appliance;
 mod cli;
+pub mod client;
 mod inventory_cmd;
 mod scan_cmd;
 

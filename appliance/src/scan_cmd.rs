@@ -16,7 +16,8 @@ use coldscan_scanner::report::{Detection, NotScanned, ScanReport};
 use coldscan_scanner::scan::{self, ScanObserver, ScanOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::ScanArgs;
+use crate::cli::{ManagerArgs, ScanArgs};
+use crate::client::{self, ClientConfig, ManagerClient, Spool};
 
 /// Exit code: nothing found, everything scanned.
 pub const EXIT_CLEAN: u8 = 0;
@@ -171,6 +172,8 @@ pub fn exit_code(report: &ScanReport, allow_partial: bool) -> u8 {
 /// `coldscan scan`.
 pub fn scan(args: &ScanArgs) -> anyhow::Result<u8> {
     let json_to_stdout = args.json.as_deref() == Some("-");
+    // Checked before scanning, so that a bad token file does not waste a scan.
+    let manager = manager_client(&args.manager)?;
     let dbs = databases(args)?;
     let mut limits = Limits::default();
     if let Some(max) = args.max_filesize {
@@ -243,7 +246,71 @@ pub fn scan(args: &ScanArgs) -> anyhow::Result<u8> {
 
     let summary = summary_text(&report, &engine, load_seconds);
     printer.line(&summary);
-    Ok(exit_code(&report, args.allow_partial))
+    let mut code = exit_code(&report, args.allow_partial);
+    if let Some((client, spool)) = &manager {
+        let delivered = post_report(client, spool.as_ref(), &report, &printer)?;
+        if !delivered && code != EXIT_FOUND {
+            code = EXIT_ERROR;
+        }
+    }
+    Ok(code)
+}
+
+/// The manager client and spool from `--manager`, `--token-file`, `--spool`, `--manager-ca`.
+fn manager_client(args: &ManagerArgs) -> anyhow::Result<Option<(ManagerClient, Option<Spool>)>> {
+    let (Some(url), Some(token_file)) = (&args.manager, &args.token_file) else {
+        return Ok(None);
+    };
+    let token = client::read_token_file(token_file)?;
+    let mut config = ClientConfig::new(url, &token);
+    config.ca_file = args.manager_ca.clone();
+    let client = ManagerClient::new(&config)?;
+    let spool = args.spool.as_deref().map(Spool::open).transpose()?;
+    Ok(Some((client, spool)))
+}
+
+/// Posts the report (through the spool if there is one) and says what happened. Returns false
+/// when this report did not reach the manager (it is then kept in the spool, if any).
+fn post_report(
+    client: &ManagerClient,
+    spool: Option<&Spool>,
+    report: &ScanReport,
+    printer: &Printer,
+) -> anyhow::Result<bool> {
+    let body = serde_json::to_vec(report)?;
+    let outcome = match client::deliver_report(client, spool, &body) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            printer.line(&format!("Manager: report not delivered: {e}"));
+            return Ok(false);
+        }
+    };
+    for (key, posted) in &outcome.delivered {
+        printer.line(&format!(
+            "Manager: report {key} stored as scan {}{}",
+            posted.id,
+            if posted.created {
+                ""
+            } else {
+                " (already there)"
+            }
+        ));
+    }
+    for (path, e) in &outcome.rejected {
+        printer.line(&format!(
+            "Manager: report set aside in {}: {e}",
+            path.display()
+        ));
+    }
+    if let Some(e) = &outcome.stopped {
+        printer.line(&format!(
+            "Manager: {} report(s) kept in the spool for the next run: {e}",
+            outcome.remaining
+        ));
+    }
+    // Without a spool, the one report was delivered or an error was returned above. With one,
+    // this run's report is the newest file: it went out when nothing is left behind it.
+    Ok(outcome.remaining == 0 && outcome.rejected.is_empty())
 }
 
 /// clamscan-style summary.
@@ -309,6 +376,7 @@ mod tests {
 
     fn report() -> ScanReport {
         ScanReport {
+            schema_version: coldscan_scanner::report::SCHEMA_VERSION,
             tool: "coldscan".into(),
             version: "0".into(),
             engine: EngineInfo {

@@ -6,9 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Reason;
 
+/// Version of the report's structure, `schema_version` in the JSON. Readers (the manager)
+/// refuse versions they do not know; additive fields do not change it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// A complete scan report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScanReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// Always `coldscan`.
     pub tool: String,
     /// coldscan's version.

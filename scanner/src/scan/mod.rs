@@ -120,6 +120,7 @@ pub fn scan_targets(
         walker.run(targets)
     })?;
     let mut report = ScanReport {
+        schema_version: crate::report::SCHEMA_VERSION,
         tool: "coldscan".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         engine: engine.info(),

@@ -1,0 +1,77 @@
+//! The PostgreSQL backend: the scale-out path, several managers on one database. Job and
+//! webhook-delivery claims lock the row they take with `SELECT ... FOR UPDATE SKIP LOCKED`, so
+//! that concurrent claimers (in one manager or many) each get a different row without waiting
+//! for each other; everything else is plain `READ COMMITTED` transactions.
+
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Pool, Postgres, SqlSafeStr, Transaction};
+
+use super::StoreResult;
+
+/// The schema, embedded so that the binary stands alone.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "schema",
+    include_str!("../../migrations/postgres/0001_schema.sql"),
+)];
+
+/// Connections in the pool.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long to wait for a connection from the pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const CLAIM_JOB: &str = crate::claim_job_sql!("FOR UPDATE SKIP LOCKED");
+const CLAIM_DELIVERY: &str = crate::claim_delivery_sql!("FOR UPDATE SKIP LOCKED");
+
+/// A PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: Pool<Postgres>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`) and brings the schema up to date (migrations take
+    /// an advisory lock, so managers starting together do not race).
+    pub async fn open(url: &str) -> StoreResult<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A write transaction (row locks are taken by the statements themselves).
+async fn begin_write(pool: &Pool<Postgres>) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin().await
+}
+
+impl_store!(PgStore);
