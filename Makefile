@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIXTURES := target/fixtures
 
-.PHONY: all bootstrap build release test lint fmt demo fuzz bench clean-fixtures image boot-test bench-boot
+.PHONY: all bootstrap build release test lint fmt demo fuzz bench clean-fixtures image boot-test bench-boot e2e
 
 all: build
 
@@ -30,6 +30,13 @@ test: lint
 	! (cd scanner/fuzz && $(CARGO) tree -e normal | grep -q clamav)
 	$(CARGO) build --workspace --profile release-checked --bins
 	$(CARGO) test --workspace --profile release-checked
+
+# End-to-end tests that need root and live services beyond `make test`: the libvirt connector
+# scans a running QEMU (TCG) guest through a pull-mode backup (scripts/libvirt-up starts
+# libvirtd when it is not running).
+e2e: bootstrap
+	$(CARGO) build --workspace --profile release-checked --bins
+	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored
 
 fmt:
 	$(CARGO) fmt --all
