@@ -18,7 +18,7 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 
 pub use backup::PullBackup;
-pub use scan::{scan_domain, vm_target, DiskScan, ScanSettings};
+pub use scan::{scan_domain, vm_target, DiskScan, ScanError, ScanSettings};
 pub use xml::DiskInfo;
 
 /// What can go wrong talking to libvirt.
@@ -85,6 +85,8 @@ impl std::fmt::Debug for Hypervisor {
 impl Hypervisor {
     /// Opens a read-write connection to `uri`.
     pub fn connect(uri: &str) -> Result<Hypervisor, LibvirtError> {
+        // libvirt prints every error to stderr by default; ours carry it in their values.
+        virt::error::clear_error_callback();
         let conn = call(format!("connecting to {uri}"), Connect::open(Some(uri)))?;
         Ok(Hypervisor {
             uri: uri.to_string(),

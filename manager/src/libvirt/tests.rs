@@ -184,6 +184,25 @@ async fn a_running_guest_is_scanned_through_a_pull_backup_and_left_untouched() {
         work_dir: dir.path().join("work"),
         appliance: "manager".into(),
     };
+    // A scanner that cannot run: the scan fails naming the disk, and the backup is ended anyway.
+    let broken = ScanSettings {
+        coldscan: dir.path().join("no-such-coldscan"),
+        ..settings.clone()
+    };
+    let err = scan_domain(&hv, &name, &broken, &store).await.unwrap_err();
+    assert!(
+        matches!(&err, ScanError::Scanner { target: t, .. } if t.ends_with("/vda")),
+        "{err}"
+    );
+    assert_no_leftovers(&hv, &name, &settings.work_dir);
+    let unknown = scan_domain(&hv, "coldscan-no-such-vm", &settings, &store)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, ScanError::Libvirt(LibvirtError::NotFound(_))),
+        "{unknown}"
+    );
+
     let scans: Vec<DiskScan> = scan_domain(&hv, &name, &settings, &store).await.unwrap();
     let last_during = guest.ticks().last().copied().unwrap();
 
@@ -214,16 +233,21 @@ async fn a_running_guest_is_scanned_through_a_pull_backup_and_left_untouched() {
 
     // Nothing changed or was left behind.
     assert_eq!(guest.chain(), before);
-    let dom = hv.domain(&name).unwrap();
+    assert_no_leftovers(&hv, &name, &settings.work_dir);
+    store.close().await;
+}
+
+/// No job on the domain, nothing in the work directory (socket, scratch file, directory).
+fn assert_no_leftovers(hv: &Hypervisor, name: &str, work_dir: &Path) {
+    let dom = hv.domain(name).unwrap();
     assert_eq!(
         dom.get_job_info().unwrap().r#type,
         virt::sys::VIR_DOMAIN_JOB_NONE as i32,
         "a backup job is left"
     );
-    let left: Vec<_> = std::fs::read_dir(&settings.work_dir)
+    let left: Vec<_> = std::fs::read_dir(work_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    store.close().await;
 }
