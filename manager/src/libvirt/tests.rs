@@ -234,6 +234,31 @@ async fn a_running_guest_is_scanned_through_a_pull_backup_and_left_untouched() {
     // Nothing changed or was left behind.
     assert_eq!(guest.chain(), before);
     assert_no_leftovers(&hv, &name, &settings.work_dir);
+
+    // The export is frozen when the backup begins: while the guest goes on rewriting and syncing
+    // /counter/last, the export keeps showing one and the same content.
+    let backup = PullBackup::begin(&hv, &name, &settings.work_dir).unwrap();
+    assert_eq!(backup.exports(), ["vda"]);
+    let cat = || {
+        run(Command::new(&settings.coldscan).args([
+            "cat",
+            &backup.url("vda"),
+            "0",
+            "/counter/last",
+        ]))
+    };
+    let first = cat();
+    let counter: u64 = first
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("/counter/last: {first:?}"));
+    assert!(counter >= 1, "{first:?}");
+    let now = guest.ticks().last().copied().unwrap();
+    guest.wait_tick(now + 2);
+    assert_eq!(cat(), first, "the export changed under the scanner");
+    backup.end().unwrap();
+    assert_no_leftovers(&hv, &name, &settings.work_dir);
+    assert_eq!(guest.chain(), before);
     store.close().await;
 }
 
