@@ -34,6 +34,13 @@ test: lint
 	$(CARGO) build --workspace --profile release-checked --bins
 	$(CARGO) test --workspace --profile release-checked
 
+# End-to-end tests that need root and live services beyond `make test`: the libvirt connector
+# scans a running QEMU (TCG) guest through a pull-mode backup (scripts/libvirt-up starts
+# libvirtd when it is not running).
+e2e: bootstrap
+	$(CARGO) build --workspace --profile release-checked --bins
+	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored
+
 fmt:
 	$(CARGO) fmt --all
 

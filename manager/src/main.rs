@@ -1,10 +1,15 @@
 //! `coldscan-manager`: the central manager. Appliances (and `coldscan scan --manager`) post
 //! reports and heartbeats and claim scan jobs over the HTTP API (`docs/openapi.json`); admins use
 //! the API, the web page at `/` and this CLI; webhooks are called on detection.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: libvirt::ffi makes the two libvirt calls the `virt` crate does not
+// wrap (each with a SAFETY note); nothing else may use `unsafe`.
+#![deny(unsafe_code)]
 
 mod api;
 mod cli;
+// The libvirt connector; jobs and the CLI do not drive it yet (its e2e test does).
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
+mod libvirt;
 mod report;
 mod store;
 mod time;

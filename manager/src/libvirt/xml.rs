@@ -1,0 +1,223 @@
+//! The libvirt XML this connector reads and writes: the `<disk>` elements of a domain's XML
+//! (libvirt "Domain XML format", section "Hard drives, floppy disks, CDROMs") and the
+//! `<domainbackup mode='pull'>` document of a pull-mode backup (libvirt "Backup XML format").
+//! Read with a real XML parser; everything written is escaped.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::LibvirtError;
+
+/// Most `<disk>` elements one domain may list before we call its XML unreasonable.
+pub const MAX_DISKS: usize = 1024;
+
+/// One disk of a domain, as its XML describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// The guest-side name (`<target dev=...>`, e.g. `vda`): the backup's export name.
+    pub target: String,
+    /// `disk`, `cdrom`, `floppy` or `lun` (`<disk device=...>`, `disk` when absent).
+    pub device: String,
+    /// The source's kind (`<disk type=...>`): `file`, `block`, `network`, `volume`...
+    pub kind: String,
+    /// Where the data lives: the file or device path, `PROTOCOL:NAME` for a network disk,
+    /// `POOL/VOLUME` for a volume; `None` for an empty drive.
+    pub source: Option<String>,
+    /// The image format (`<driver type=...>`: `qcow2`, `raw`...), when given.
+    pub format: Option<String>,
+    /// `<readonly/>` present.
+    pub readonly: bool,
+}
+
+impl DiskInfo {
+    /// Whether a backup job can export this disk: a writable hard disk with a source.
+    pub fn backupable(&self) -> bool {
+        self.device == "disk" && !self.readonly && self.source.is_some()
+    }
+}
+
+/// The disks listed in a domain's XML (`/domain/devices/disk`), in order.
+pub fn domain_disks(domain_xml: &str) -> Result<Vec<DiskInfo>, LibvirtError> {
+    let doc = roxmltree::Document::parse(domain_xml)
+        .map_err(|e| LibvirtError::Xml(format!("domain XML: {e}")))?;
+    let root = doc.root_element();
+    if !root.has_tag_name("domain") {
+        return Err(LibvirtError::Xml(format!(
+            "domain XML: root element is <{}>, not <domain>",
+            root.tag_name().name()
+        )));
+    }
+    let mut disks = Vec::new();
+    let devices = root.children().filter(|n| n.has_tag_name("devices"));
+    for disk in devices.flat_map(|d| d.children().filter(|n| n.has_tag_name("disk"))) {
+        if disks.len() >= MAX_DISKS {
+            return Err(LibvirtError::Xml(format!(
+                "domain XML: more than {MAX_DISKS} disks"
+            )));
+        }
+        let child = |name: &str| disk.children().find(|n| n.has_tag_name(name));
+        let Some(target) = child("target").and_then(|t| t.attribute("dev")) else {
+            return Err(LibvirtError::Xml(
+                "domain XML: a <disk> without <target dev=...>".into(),
+            ));
+        };
+        let kind = disk.attribute("type").unwrap_or("file").to_string();
+        let source = child("source").and_then(|s| {
+            if let Some(p) = s.attribute("file").or(s.attribute("dev")) {
+                return Some(p.to_string());
+            }
+            if let (Some(pool), Some(vol)) = (s.attribute("pool"), s.attribute("volume")) {
+                return Some(format!("{pool}/{vol}"));
+            }
+            s.attribute("name")
+                .map(|n| format!("{}:{n}", s.attribute("protocol").unwrap_or("network")))
+        });
+        disks.push(DiskInfo {
+            target: target.to_string(),
+            device: disk.attribute("device").unwrap_or("disk").to_string(),
+            kind,
+            source,
+            format: child("driver")
+                .and_then(|d| d.attribute("type"))
+                .map(str::to_string),
+            readonly: child("readonly").is_some(),
+        });
+    }
+    Ok(disks)
+}
+
+/// Escapes text for an XML attribute value in single or double quotes.
+fn attr(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `<domainbackup mode='pull'>` document exporting `selected` disks over an NBD server on
+/// the unix socket `socket`, each with a qcow2 scratch file `DIR/TARGET.scratch` in `scratch_dir`;
+/// every other disk of `all` is listed with `backup='no'` so that nothing else is exported.
+pub fn pull_backup(
+    all: &[DiskInfo],
+    selected: &[String],
+    socket: &Path,
+    scratch_dir: &Path,
+) -> String {
+    let mut xml = String::from("<domainbackup mode='pull'>\n");
+    let _ = writeln!(
+        xml,
+        "  <server transport='unix' socket='{}'/>",
+        attr(&socket.to_string_lossy())
+    );
+    xml.push_str("  <disks>\n");
+    for disk in all {
+        if selected.contains(&disk.target) {
+            let scratch = scratch_dir.join(format!("{}.scratch", disk.target));
+            let _ = writeln!(
+                xml,
+                "    <disk name='{}' backup='yes' type='file'><scratch file='{}'/></disk>",
+                attr(&disk.target),
+                attr(&scratch.to_string_lossy())
+            );
+        } else {
+            let _ = writeln!(xml, "    <disk name='{}' backup='no'/>", attr(&disk.target));
+        }
+    }
+    xml.push_str("  </disks>\n</domainbackup>\n");
+    xml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = r#"<domain type='qemu'><name>web-1</name><devices>
+      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+        <source file='/var/lib/libvirt/images/web&amp;1.qcow2'/><target dev='vda' bus='virtio'/></disk>
+      <disk type='block' device='disk'><driver name='qemu' type='raw'/>
+        <source dev='/dev/vg/data'/><target dev='vdb' bus='virtio'/></disk>
+      <disk type='network' device='disk'><source protocol='rbd' name='pool/img'/>
+        <target dev='vdc' bus='virtio'/></disk>
+      <disk type='volume' device='disk'><source pool='default' volume='v1'/>
+        <target dev='sda' bus='scsi'/></disk>
+      <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>
+    </devices></domain>"#;
+
+    #[test]
+    fn reads_every_kind_of_disk_source() {
+        let disks = domain_disks(DOMAIN).unwrap();
+        let got: Vec<_> = disks
+            .iter()
+            .map(|d| (d.target.as_str(), d.source.as_deref(), d.format.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "vda",
+                    Some("/var/lib/libvirt/images/web&1.qcow2"),
+                    Some("qcow2")
+                ),
+                ("vdb", Some("/dev/vg/data"), Some("raw")),
+                ("vdc", Some("rbd:pool/img"), None),
+                ("sda", Some("default/v1"), None),
+                ("hdc", None, None),
+            ]
+        );
+        assert!(disks[..4].iter().all(DiskInfo::backupable));
+        assert!(
+            !disks[4].backupable(),
+            "an empty read-only CD-ROM is not backed up"
+        );
+    }
+
+    #[test]
+    fn bad_domain_xml_is_a_typed_error() {
+        for bad in [
+            "<domain><devices><disk type='file'/></devices></domain>",
+            "<network/>",
+            "<domain",
+        ] {
+            assert!(
+                matches!(domain_disks(bad), Err(LibvirtError::Xml(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn backup_xml_exports_only_the_selected_disks_and_escapes_paths() {
+        let disks = domain_disks(DOMAIN).unwrap();
+        let xml = pull_backup(
+            &disks,
+            &["vda".to_string()],
+            Path::new("/run/x'y/nbd.sock"),
+            Path::new("/run/x'y"),
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let server = doc
+            .descendants()
+            .find(|n| n.has_tag_name("server"))
+            .unwrap();
+        assert_eq!(server.attribute("socket"), Some("/run/x'y/nbd.sock"));
+        let backed: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("disk") && n.attribute("backup") == Some("yes"))
+            .map(|n| n.attribute("name").unwrap())
+            .collect();
+        assert_eq!(backed, ["vda"]);
+        let scratch = doc
+            .descendants()
+            .find(|n| n.has_tag_name("scratch"))
+            .unwrap();
+        assert_eq!(scratch.attribute("file"), Some("/run/x'y/vda.scratch"));
+    }
+}
