@@ -19,7 +19,7 @@ use crate::util::{self, sha256_hex, IdSeed};
 use crate::{disk, uki, BuildArgs};
 
 /// Default kernel command line: serial console, reboot (then power off with `-no-reboot`) on panic.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 no_timer_check quiet";
 /// The stub inside the systemd-boot-efi package.
 const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 /// Base name of every output file.

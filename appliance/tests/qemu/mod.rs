@@ -272,8 +272,6 @@ pub fn appliance_image(binary: &Path, cmdline: &str) -> PathBuf {
         .arg("--kernel-deb")
         .arg(&kernel_deb)
         .args(["--format", "raw", "--zstd-level", "3", "--cmdline", cmdline])
-        // The ACPI power button reaches PID 1 through these (not yet in the image's default set).
-        .args(["--module", "evdev", "--module", "button"])
         .arg("--out")
         .arg(&out));
     std::fs::write(stamp_file, stamp).unwrap();

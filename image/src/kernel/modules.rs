@@ -38,6 +38,9 @@ pub const APPLIANCE_MODULES: &[&str] = &[
     // vsock (host <-> appliance channel)
     "vsock",
     "vmw_vsock_virtio_transport",
+    // ACPI power button (QEMU system_powerdown, virsh shutdown): reported as an input event
+    "button",
+    "evdev",
     // config disk: FAT (with its code pages) or ext4
     "vfat",
     "nls_cp437",
