@@ -292,7 +292,10 @@ fn unpack_initramfs() -> tempfile::TempDir {
 
 #[test]
 fn uki_carries_the_command_line_the_os_release_and_the_kernel() {
-    assert_eq!(uki_section(".cmdline"), b"console=ttyS0 panic=-1 no_timer_check quiet");
+    assert_eq!(
+        uki_section(".cmdline"),
+        b"console=ttyS0 panic=-1 no_timer_check quiet"
+    );
     let osrel = String::from_utf8(uki_section(".osrel")).unwrap();
     assert!(osrel.contains("ID=coldscan\n"), "{osrel}");
     let linux = uki_section(".linux");
