@@ -37,17 +37,16 @@ test: lint
 # End-to-end tests that need root and live services beyond `make test`: the libvirt connector
 # scans a running QEMU (TCG) guest through a pull-mode backup (scripts/libvirt-up starts
 # libvirtd when it is not running).
-e2e: bootstrap
-	$(CARGO) build --workspace --profile release-checked --bins
-	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored
-
 fmt:
 	$(CARGO) fmt --all
 
-# Slow end-to-end tests that boot VMs under QEMU (TCG): the appliance as PID 1.
+# Slow end-to-end tests that boot VMs under QEMU (TCG): the appliance as PID 1 (oneshot, daemon,
+# console, seccomp, config disk, the built image under OVMF), and a running libvirt guest scanned
+# through a pull-mode backup.
 e2e: bootstrap
-	$(CARGO) build --release -p coldscan -p coldscan-image
-	$(CARGO) test --release -p coldscan --test appliance_qemu -- --ignored
+	$(CARGO) build --workspace --profile release-checked --bins
+	$(CARGO) test -p coldscan --profile release-checked --test appliance_qemu -- --ignored
+	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored
 
 # Generates a guest disk and shows what coldscan sees on it.
 demo: bootstrap
