@@ -27,6 +27,10 @@ const SOURCES: &[&str] = &[
     include_str!("md.rs"),
     include_str!("thin.rs"),
     include_str!("wof.rs"),
+    include_str!("xfs.rs"),
+    include_str!("crash.rs"),
+    include_str!("btrfs.rs"),
+    include_str!("rhel.rs"),
 ];
 
 /// What a fixture's `stamp` file holds: the factory version and a hash of its sources (and of
