@@ -272,6 +272,10 @@ pub fn appliance_image(binary: &Path, cmdline: &str) -> PathBuf {
         .arg("--kernel-deb")
         .arg(&kernel_deb)
         .args(["--format", "raw", "--zstd-level", "3", "--cmdline", cmdline])
+        // The workspace's package cache (the builder's default is relative to the working
+        // directory, which is the crate's directory under cargo test).
+        .arg("--cache")
+        .arg(coldscan_tests::cache::target_dir().join("image-cache"))
         .arg("--out")
         .arg(&out));
     std::fs::write(stamp_file, stamp).unwrap();
