@@ -27,7 +27,7 @@ use crate::client::ManagerClient;
 pub const SIGNATURE_DIR: &str = "/run/coldscan/signatures";
 /// A database that failed to download or load is tried again after this long (sooner if the
 /// manager's database changes).
-const RETRY_FAILED: Duration = Duration::from_secs(600);
+const RETRY_FAILED: Duration = Duration::from_secs(120);
 
 /// A database fetched from the manager and loaded successfully.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,14 @@ impl Fetched {
         if !self.enabled {
             return None;
         }
-        let set = match client.signatures() {
+        let answer = client.signatures();
+        if answer.is_ok() {
+            // The manager answers again: a problem seen before is worth saying again.
+            if let Ok(mut last) = self.last_problem.lock() {
+                last.clear();
+            }
+        }
+        let set = match answer {
             Ok(Some(set)) => set,
             Ok(None) => return None,
             Err(e) => {

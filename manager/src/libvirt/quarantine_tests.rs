@@ -11,6 +11,7 @@ use super::quarantine::{self, Actor, Link, Links};
 use super::Hypervisor;
 use crate::store::quarantine::QuarantineStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 
 const URI: &str = "qemu:///system";
 const MAC_PLAIN: &str = "52:54:00:c5:00:01";
@@ -220,12 +221,91 @@ async fn quarantine_cuts_every_link_live_and_persistent_and_release_restores_it(
     let before: Links = serde_json::from_str(&log[2].before).unwrap();
     assert_eq!(pairs(before.config.as_ref().unwrap()), original);
 
+    // The command line's release, and the admin API on a running server, act the same way.
+    super::quarantine_cli::run(
+        &store,
+        super::quarantine_cli::VmCommand::Release {
+            uri: URI.into(),
+            domain: name.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(guest.links(false), original);
+    assert_eq!(guest.links(true), original);
+    let admin = crate::tokens::new_token().unwrap();
+    store
+        .create_token(
+            "ops-api",
+            crate::store::Role::Admin,
+            &crate::tokens::hash(&admin),
+            1,
+        )
+        .await
+        .unwrap();
+    let state = crate::api::AppState {
+        store: store.clone(),
+        default_lease: 60,
+        max_lease: 60,
+        body_limit: 1 << 20,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, crate::api::router(state, 1 << 20))
+            .await
+            .unwrap()
+    });
+    let post = |path: &'static str, admin: String| {
+        let body = serde_json::json!({"uri": URI, "domain": name, "reason": "api"}).to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut r = ureq::post(&format!("http://{addr}{path}"))
+                .header("Authorization", &format!("Bearer {admin}"))
+                .header("Content-Type", "application/json")
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send(body.as_bytes())
+                .unwrap();
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap();
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            )
+        })
+    };
+    let (status, answer) = post("/api/v1/quarantines", admin.clone()).await.unwrap();
+    assert_eq!(
+        (status, &answer["changed"]),
+        (200, &serde_json::json!(true)),
+        "{answer}"
+    );
+    assert_eq!(guest.links(false), down);
+    let (status, answer) = post("/api/v1/quarantines/release", admin.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, &answer["changed"]),
+        (200, &serde_json::json!(true)),
+        "{answer}"
+    );
+    assert_eq!(guest.links(true), original);
+    server.abort();
+    let log = store.quarantine_log(10).await.unwrap();
+    assert_eq!(log.len(), 6);
+    assert_eq!(
+        (log[0].actor.as_str(), log[1].reason.as_str()),
+        ("ops-api", "api")
+    );
+    assert_eq!(log[2].actor, "cli");
+
     // A domain that does not exist: an error naming it, nothing logged.
     let err = quarantine::quarantine(&hv, "coldscan-no-such-vm", &store, &ops)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("coldscan-no-such-vm"), "{err}");
-    assert_eq!(store.quarantine_log(10).await.unwrap().len(), 3);
+    assert_eq!(store.quarantine_log(10).await.unwrap().len(), 6);
     drop(hv);
     drop(guest);
     store.close().await;
