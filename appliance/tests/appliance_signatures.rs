@@ -231,7 +231,7 @@ fn a_daemon_loads_the_managers_new_signatures_between_jobs() {
     let with_a = run_job(&mut vm, &db, serial);
     assert_eq!(with_a["db"]["manager_version"], "A", "{with_a}");
     assert_eq!(with_a["db"]["sha256"], digest_a.as_str(), "{with_a}");
-    assert_eq!(with_a["db"]["version"], 0, "unsigned databases: {with_a}");
+    assert_eq!(with_a["db"]["version"], 0, "no daily database: {with_a}");
     let id_a = with_a["id"].as_i64().unwrap();
     assert_eq!(
         found(&db, id_a),

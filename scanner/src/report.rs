@@ -54,8 +54,9 @@ pub struct EngineInfo {
 /// signatures judged it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbIdentity {
-    /// libclamav's database version (`CL_ENGINE_DB_VERSION`: the highest version among the
-    /// signed `.cvd`/`.cld` files loaded; 0 when only unsigned databases were loaded).
+    /// libclamav's database version (`CL_ENGINE_DB_VERSION`: the version of the `daily`
+    /// database loaded, as `clamscan --version` shows it; 0 when none is loaded, e.g. with only
+    /// `.hdb`/`.ndb` files of one's own).
     pub version: u64,
     /// Lowercase hex SHA-256 over the database files loaded: per database directory, its
     /// database files in byte order of their names, each as name, a NUL byte, its length (8

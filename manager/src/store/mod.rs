@@ -148,7 +148,7 @@ pub struct ScanRow {
 /// The signature database a scan used, as its report names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScanDb {
-    /// libclamav's database version (0 for unsigned databases).
+    /// libclamav's database version (the daily database's; 0 without one).
     pub version: i64,
     /// Digest of the database files.
     pub sha256: String,

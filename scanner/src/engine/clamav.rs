@@ -315,7 +315,8 @@ pub struct ClamAvEngine {
     version: String,
     /// Hex SHA-256 of the database files loaded (see [`digest_database`]).
     db_digest: String,
-    /// libclamav's `CL_ENGINE_DB_VERSION` after compilation (0 for unsigned databases).
+    /// libclamav's `CL_ENGINE_DB_VERSION` after compilation (the `daily` database's version, 0
+    /// without one).
     db_version: u64,
 }
 

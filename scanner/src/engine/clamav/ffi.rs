@@ -211,7 +211,7 @@ pub enum Field {
     MaxFiles,
     /// CL_ENGINE_MAX_SCANTIME (milliseconds)
     MaxScanTime,
-    /// CL_ENGINE_DB_VERSION (read only: the highest `.cvd`/`.cld` version loaded)
+    /// CL_ENGINE_DB_VERSION (read only: the version of the `daily` database loaded, 0 if none)
     DbVersion,
 }
 
