@@ -45,13 +45,21 @@ fn bad(offset: usize, detail: impl Into<String>) -> BundleError {
     }
 }
 
-/// One file of a bundle.
+/// One file of a bundle: its name and where its bytes are in the bundle (not copied: a
+/// database can be hundreds of megabytes, and the appliance keeps its files in memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleFile {
     /// Its name (a plain database file name).
     pub name: String,
-    /// Its bytes.
-    pub content: Vec<u8>,
+    /// Its bytes' range in the bundle.
+    pub range: std::ops::Range<usize>,
+}
+
+impl BundleFile {
+    /// Its bytes in `data` (the bundle it was read from).
+    pub fn content<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        data.get(self.range.clone()).unwrap_or(&[])
+    }
 }
 
 /// Whether `name` is a plain database file name: `A-Z a-z 0-9 . _ -`, not starting with a dot,
@@ -165,7 +173,7 @@ pub fn read(data: &[u8]) -> Result<Vec<BundleFile>, BundleError> {
         let size = size as usize;
         files.push(BundleFile {
             name,
-            content: data[start..start + size].to_vec(),
+            range: start..start + size,
         });
         let padded = size.div_ceil(BLOCK) * BLOCK;
         at = start
@@ -176,18 +184,19 @@ pub fn read(data: &[u8]) -> Result<Vec<BundleFile>, BundleError> {
     Ok(files)
 }
 
-/// The database digest of `files` as the scanner computes it over a directory holding them
+/// The database digest of `files` (of bundle `data`) as the scanner computes it over a directory holding them
 /// (`engine.db.sha256`): in byte order of names, each as name, NUL, length (8 bytes
 /// little-endian), content.
-pub fn digest(files: &[BundleFile]) -> String {
+pub fn digest(data: &[u8], files: &[BundleFile]) -> String {
     let mut sorted: Vec<&BundleFile> = files.iter().collect();
     sorted.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     let mut h = sha2::Sha256::new();
     for f in sorted {
+        let content = f.content(data);
         h.update(f.name.as_bytes());
         h.update([0]);
-        h.update((f.content.len() as u64).to_le_bytes());
-        h.update(&f.content);
+        h.update((content.len() as u64).to_le_bytes());
+        h.update(content);
     }
     hex::encode(h.finalize())
 }
@@ -220,11 +229,11 @@ mod tests {
         let files = read(&tar).unwrap();
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].name, "eicar.ndb");
-        assert_eq!(files[0].content, b"E:0:*:41\n");
-        assert_eq!(files[1].content, big);
+        assert_eq!(files[0].content(&tar), b"E:0:*:41\n");
+        assert_eq!(files[1].content(&tar), big);
         assert_eq!(
-            digest(&files),
-            digest(&[files[1].clone(), files[0].clone()])
+            digest(&tar, &files),
+            digest(&tar, &[files[1].clone(), files[0].clone()])
         );
     }
 

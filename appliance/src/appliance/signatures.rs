@@ -187,11 +187,10 @@ impl Fetched {
             .signature_bundle(bundle::MAX_BUNDLE_BYTES)
             .map_err(|e| e.to_string())?;
         let files = bundle::read(&data).map_err(|e| e.to_string())?;
-        drop(data);
         if files.is_empty() {
             return Err("the bundle holds no files".into());
         }
-        let got = bundle::digest(&files);
+        let got = bundle::digest(&data, &files);
         if got != sha256 {
             return Err(format!(
                 "the bundle's digest is {got}, the manager announced {sha256} (changed meanwhile?)"
@@ -204,7 +203,7 @@ impl Fetched {
         let write = || -> std::io::Result<()> {
             std::fs::create_dir(&partial)?;
             for f in &files {
-                std::fs::write(partial.join(&f.name), &f.content)?;
+                std::fs::write(partial.join(&f.name), f.content(&data))?;
             }
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
@@ -215,7 +214,7 @@ impl Fetched {
             let _ = std::fs::remove_dir_all(&partial);
             return Err(format!("writing {}: {e}", dir.display()));
         }
-        drop(files);
+        drop(data);
         if let Err(e) = self.probe(&dir, sha256) {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
