@@ -46,6 +46,7 @@ fmt:
 e2e: bootstrap
 	$(CARGO) build --workspace --profile release-checked --bins
 	$(CARGO) test -p coldscan --profile release-checked --test appliance_qemu -- --ignored
+	$(CARGO) test -p coldscan --profile release-checked --test appliance_signatures -- --ignored
 	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored
 
 # Generates a guest disk and shows what coldscan sees on it.

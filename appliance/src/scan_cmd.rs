@@ -383,6 +383,7 @@ mod tests {
                 name: "clamav".into(),
                 version: "1".into(),
                 signatures: 1,
+                db: None,
             },
             started: String::new(),
             finished: String::new(),

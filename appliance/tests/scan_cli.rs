@@ -358,6 +358,14 @@ fn human_output_and_json_file() {
     assert_eq!(report["tool"], "coldscan");
     assert_eq!(report["engine"]["name"], "clamav");
     assert_eq!(report["engine"]["signatures"], 2);
+    // The database is named: no daily database, and the digest of the database files.
+    assert_eq!(report["engine"]["db"]["version"], 0);
+    let sha = report["engine"]["db"]["sha256"].as_str().unwrap();
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sha}"
+    );
+    assert!(report["engine"]["db"].get("manager_version").is_none());
     schema_check(&report);
 
     // The schema check can fail: an unknown reason and a missing field are rejected.

@@ -56,6 +56,12 @@ pub enum Command {
     /// Manage webhooks.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// The signature database daemon appliances fetch from this manager.
+    #[command(subcommand)]
+    Signatures(crate::signatures::SignaturesCommand),
+    /// Act on libvirt domains (quarantine).
+    #[command(subcommand)]
+    Vm(crate::libvirt::quarantine_cli::VmCommand),
 }
 
 /// `serve` options.
@@ -190,14 +196,17 @@ pub async fn run<S: Store>(store: S, command: Command) -> anyhow::Result<()> {
             } else {
                 for s in rows {
                     println!(
-                        "{}\t{}\t{}\t{}\tfiles {}\tdetections {}\tnot scanned {}",
+                        "{}\t{}\t{}\t{}\tfiles {}\tdetections {}\tnot scanned {}\tsignatures {}",
                         s.id,
                         s.appliance,
                         s.started,
                         s.targets.join(","),
                         s.files,
                         s.detections,
-                        s.not_scanned
+                        s.not_scanned,
+                        s.db.as_ref()
+                            .map(crate::store::ScanDb::label)
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
             }
@@ -278,6 +287,8 @@ pub async fn run<S: Store>(store: S, command: Command) -> anyhow::Result<()> {
         Command::Webhook(WebhookCommand::Remove { id }) => {
             anyhow::ensure!(store.disable_webhook(id).await?, "no enabled webhook {id}");
         }
+        Command::Signatures(c) => crate::signatures::run(&store, c).await?,
+        Command::Vm(c) => crate::libvirt::quarantine_cli::run(&store, c).await?,
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod cli;
 #[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod libvirt;
 mod report;
+mod signatures;
 mod store;
 mod time;
 mod tokens;

@@ -69,6 +69,21 @@ pub struct Engine {
     pub version: String,
     /// Signatures loaded.
     pub signatures: u64,
+    /// The signature database (absent in reports of older scanners).
+    #[serde(default)]
+    pub db: Option<EngineDb>,
+}
+
+/// The signature database a report names (`engine.db`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EngineDb {
+    /// libclamav's database version.
+    pub version: u64,
+    /// Digest of the database files (64 hex digits).
+    pub sha256: String,
+    /// The manager's version of it, when fetched from a manager.
+    #[serde(default)]
+    pub manager_version: Option<String>,
 }
 
 /// One target of a report.
@@ -198,11 +213,28 @@ impl Report {
         ] {
             fits_i64(name, value)?;
         }
+        if let Some(db) = &self.engine.db {
+            fits_i64("engine.db.version", db.version)?;
+            if db.sha256.len() != 64 || !db.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ReportError::Invalid(format!(
+                    "engine.db.sha256 {:?} is not 64 hex digits",
+                    truncated(&db.sha256)
+                )));
+            }
+        }
         let mut strings: Vec<(&str, &str)> = vec![
             ("started", &self.started),
             ("finished", &self.finished),
             ("version", &self.version),
         ];
+        if let Some(v) = self
+            .engine
+            .db
+            .as_ref()
+            .and_then(|d| d.manager_version.as_ref())
+        {
+            strings.push(("engine.db.manager_version", v));
+        }
         for t in &self.targets {
             strings.push(("targets[].target", &t.target));
             strings.push(("targets[].format", &t.format));
@@ -309,6 +341,34 @@ pub(crate) mod tests {
         let r = parse(&sample()).unwrap();
         assert_eq!(r.detections.len(), 1);
         assert_eq!(r.target_names(), vec!["/vm/a.qcow2".to_string()]);
+    }
+
+    #[test]
+    fn the_signature_database_is_read_when_named_and_optional_otherwise() {
+        assert!(parse(&sample()).unwrap().engine.db.is_none());
+        let mut v = sample();
+        v["engine"]["db"] = serde_json::json!({"version": 0, "sha256": "ab".repeat(32),
+            "manager_version": "2026-12-06.1"});
+        let db = parse(&v).unwrap().engine.db.unwrap();
+        assert_eq!(
+            (db.version, db.manager_version.as_deref()),
+            (0, Some("2026-12-06.1"))
+        );
+        v["engine"]["db"]
+            .as_object_mut()
+            .unwrap()
+            .remove("manager_version");
+        assert!(parse(&v)
+            .unwrap()
+            .engine
+            .db
+            .unwrap()
+            .manager_version
+            .is_none());
+        v["engine"]["db"]["sha256"] = serde_json::json!("zz");
+        assert!(matches!(parse(&v), Err(ReportError::Invalid(_))));
+        v["engine"]["db"] = serde_json::json!({"version": -1, "sha256": "ab".repeat(32)});
+        assert!(parse(&v).is_err());
     }
 
     #[test]

@@ -191,6 +191,20 @@ fn chromium_logs_in_and_sees_a_planted_detection() {
     let target = "/vmfs/volumes/ds1/web-01/web-01.vmdk";
     let mut report = sample_report(target);
     report["detections"][0]["path"] = json!("/Users/Public/planted eicar.com");
+    report["engine"]["db"] = json!({"version": 0, "sha256": "ab".repeat(32),
+        "manager_version": "2026-12-06.1"});
+    let sigs = dir.path().join("web.ndb");
+    std::fs::write(&sigs, "Coldscan.Test.Web:0:*:41424344\n").unwrap();
+    manager_cli(
+        &db,
+        &[
+            "signatures",
+            "set",
+            "--version",
+            "2026-12-06.2",
+            sigs.to_str().unwrap(),
+        ],
+    );
     let a = post_report(&m, Some(&appliance), "k1", report.to_string().as_bytes());
     assert_eq!(a.status, 201);
 
@@ -215,6 +229,12 @@ fn chromium_logs_in_and_sees_a_planted_detection() {
     );
     let scans = browser.text("h2#scans + table");
     assert!(scans.contains("infected"), "{scans}");
+    // The scan names its signature database; the current one for appliances is shown.
+    assert!(scans.contains("2026-12-06.1"), "{scans}");
+    assert!(browser.text("h2#signatures + p").contains("2026-12-06.2"));
+    assert!(!browser
+        .find("form[action='/quarantine'] button#quarantine")
+        .is_empty());
     assert!(browser.text("h2#appliances + table").contains("esx-01"));
     // The token never shows in the URL; the session cookie is HttpOnly.
     let url = browser.call("GET", "/url", None);

@@ -44,6 +44,28 @@ pub struct EngineInfo {
     pub version: String,
     /// Number of signatures loaded.
     pub signatures: u64,
+    /// Which signature database was loaded; absent in reports of older versions and in reports
+    /// written when no engine could be loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<DbIdentity>,
+}
+
+/// The identity of the signature database an engine loaded, so that a report says exactly which
+/// signatures judged it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DbIdentity {
+    /// libclamav's database version (`CL_ENGINE_DB_VERSION`: the version of the `daily`
+    /// database loaded, as `clamscan --version` shows it; 0 when none is loaded, e.g. with only
+    /// `.hdb`/`.ndb` files of one's own).
+    pub version: u64,
+    /// Lowercase hex SHA-256 over the database files loaded: per database directory, its
+    /// database files in byte order of their names, each as name, a NUL byte, its length (8
+    /// bytes little-endian) and its bytes; directories (and files given directly) in load order.
+    pub sha256: String,
+    /// The version the manager gave this database (`coldscan-manager signatures set --version`),
+    /// when the appliance fetched it from its manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_version: Option<String>,
 }
 
 /// One target (disk image, device, NBD export or directory).

@@ -105,6 +105,27 @@ impl Mode {
     }
 }
 
+/// Where a daemon's signature database comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureSource {
+    /// The manager's current database when it has one (checked between jobs), else the
+    /// appliance's own (baked into the image or on the config disk).
+    #[default]
+    Manager,
+    /// Only the appliance's own database.
+    Local,
+}
+
+impl SignatureSource {
+    fn parse(origin: Origin, key: &str, value: &str) -> Result<SignatureSource, ConfigError> {
+        match value {
+            "manager" => Ok(SignatureSource::Manager),
+            "local" => Ok(SignatureSource::Local),
+            _ => Err(invalid(origin, key, value, "expected manager or local")),
+        }
+    }
+}
+
 /// A static IPv4 configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticNet {
@@ -154,6 +175,9 @@ pub struct Config {
     /// Hardening self-test (`coldscan.selftest=seccomp-socket|seccomp-execve`): the first scan
     /// worker attempts that forbidden call, and must be killed for it and reported.
     pub selftest: Option<String>,
+    /// Where a daemon's signatures come from (`coldscan.signatures=manager|local`,
+    /// `manager.signatures`).
+    pub signatures: SignatureSource,
 }
 
 /// Default heartbeat interval.
@@ -177,6 +201,7 @@ struct TomlManager {
     token: Option<String>,
     ca_bundle: Option<String>,
     heartbeat_seconds: Option<i64>,
+    signatures: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -407,6 +432,7 @@ impl Config {
                 "coldscan.jobs" => self.jobs = parse_jobs(o, key, value)?,
                 "coldscan.name" => self.name = Some(parse_name(o, key, value)?),
                 "coldscan.self" => self.self_disk = Some(parse_guid(o, key, value)?),
+                "coldscan.signatures" => self.signatures = SignatureSource::parse(o, key, value)?,
                 "coldscan.selftest" => {
                     self.selftest = Some(match value {
                         "seccomp-socket" => "socket".to_string(),
@@ -466,6 +492,9 @@ impl Config {
                     ));
                 }
                 self.ca_bundle = Some(ca.trim_start_matches('/').to_string());
+            }
+            if let Some(v) = &m.signatures {
+                self.signatures = SignatureSource::parse(o, "manager.signatures", v)?;
             }
             if let Some(h) = m.heartbeat_seconds {
                 self.heartbeat_seconds = u64::try_from(h)

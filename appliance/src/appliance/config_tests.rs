@@ -179,3 +179,17 @@ fn selftest_and_self_disk() {
     assert_eq!(self_disk_from_cmdline("quiet").unwrap(), None);
     assert!(self_disk_from_cmdline("coldscan.self=nope").is_err());
 }
+
+#[test]
+fn signature_source() {
+    let base = "coldscan.mode=daemon coldscan.manager=http://m coldscan.token=t";
+    let c = Config::load(base, None).unwrap();
+    assert_eq!(c.signatures, SignatureSource::Manager);
+    let toml = "[manager]\nsignatures = \"local\"\n";
+    let c = Config::load(base, Some(toml)).unwrap();
+    assert_eq!(c.signatures, SignatureSource::Local);
+    let c = Config::load(&format!("{base} coldscan.signatures=manager"), Some(toml)).unwrap();
+    assert_eq!(c.signatures, SignatureSource::Manager);
+    let e = Config::load(&format!("{base} coldscan.signatures=cloud"), None).unwrap_err();
+    assert!(e.to_string().contains("coldscan.signatures"), "{e}");
+}

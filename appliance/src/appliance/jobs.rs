@@ -43,6 +43,8 @@ pub struct JobContext {
     pub selftest: Option<String>,
     /// Heartbeat interval (daemon).
     pub heartbeat: Duration,
+    /// Signatures fetched from the manager (daemon): used instead of `dbs` once one loaded.
+    pub fetched: super::signatures::Fetched,
 }
 
 /// One disk's scan result.
@@ -138,14 +140,16 @@ fn scan_one(
                 target: disk.dev_path.display().to_string(),
                 identity: identity.clone(),
                 jobs,
-                dbs: ctx.dbs.clone(),
+                dbs: ctx.fetched.dbs(&ctx.dbs),
                 selftest,
             };
             let outcome = worker::scan(&req, disk.size);
             if let Some(f) = &outcome.failure {
                 say(&format!("disk {identity}: {f}"));
             }
-            outcome.report
+            let mut report = outcome.report;
+            ctx.fetched.stamp(&mut report);
+            report
         }
     };
     note_engine(&report);
@@ -311,6 +315,9 @@ pub fn daemon(disks: &[BlockDevice], ctx: &JobContext) -> ! {
     let identities: Vec<String> = disks.iter().map(BlockDevice::identity).collect();
     console::RESCAN.store(true, Ordering::SeqCst);
     loop {
+        // Between jobs: a newer signature database from the manager is loaded here, so that
+        // no job runs while it changes.
+        ctx.fetched.check(client);
         if console::RESCAN.swap(false, Ordering::SeqCst) {
             console::update(|s| s.phase = "scanning attached disks".into());
             let results = scan_disks(disks, ctx);
@@ -375,14 +382,15 @@ pub fn daemon(disks: &[BlockDevice], ctx: &JobContext) -> ! {
                     target: job.target.clone(),
                     identity: job.target.clone(),
                     jobs: ctx.budget,
-                    dbs: ctx.dbs.clone(),
+                    dbs: ctx.fetched.dbs(&ctx.dbs),
                     selftest: None,
                 };
-                let outcome = worker::scan(&req, 0);
-                let status = exit_code(&outcome.report, false);
+                let mut report = worker::scan(&req, 0).report;
+                ctx.fetched.stamp(&mut report);
+                let status = exit_code(&report, false);
                 DiskResult {
                     identity: job.target.clone(),
-                    report: outcome.report,
+                    report,
                     status,
                 }
             }

@@ -14,6 +14,7 @@
 //! 5. power off. Any fatal error (including a panic) is printed and ends in a power off: PID 1
 //!    never exits, so the kernel never panics.
 
+pub mod bundle;
 pub mod config;
 pub mod configdisk;
 pub mod console;
@@ -24,6 +25,7 @@ mod init;
 pub mod jobs;
 pub mod modules;
 pub mod net;
+pub mod signatures;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -285,6 +287,10 @@ fn main_body() -> anyhow::Result<()> {
         manager,
         selftest: config.selftest.clone(),
         heartbeat: Duration::from_secs(config.heartbeat_seconds),
+        fetched: signatures::Fetched::new(
+            config.signatures == config::SignatureSource::Manager,
+            Path::new(signatures::SIGNATURE_DIR),
+        ),
     };
     match config.mode {
         config::Mode::Oneshot => {

@@ -118,6 +118,7 @@ pub fn failure_report(identity: &str, size: u64, detail: &str) -> ScanReport {
             name: "clamav".into(),
             version: String::new(),
             signatures: 0,
+            db: None,
         },
         started: now.clone(),
         finished: now,

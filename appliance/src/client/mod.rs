@@ -14,6 +14,7 @@
 //!   everything pending; or post it directly without a spool).
 #![forbid(unsafe_code)]
 
+mod signatures;
 mod spool;
 
 use std::io::Read as _;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use signatures::{SignatureFileInfo, SignatureSet};
 pub use spool::{Spool, SpoolDelivery, SpooledReport};
 
 /// Largest answer body read from the manager: answers are small JSON objects.

@@ -7,7 +7,9 @@
 mod auth;
 mod jobs;
 mod listings;
+mod quarantine;
 mod reports;
+mod signatures;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -85,6 +87,16 @@ pub fn router<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
         )
         .route("/api/v1/jobs/claim", post(jobs::claim::<S>))
         .route("/api/v1/jobs/{id}/complete", post(jobs::complete::<S>))
+        .route("/api/v1/signatures", get(signatures::current::<S>))
+        .route("/api/v1/signatures/bundle", get(signatures::bundle::<S>))
+        .route(
+            "/api/v1/quarantines",
+            post(quarantine::quarantine::<S>).get(quarantine::list::<S>),
+        )
+        .route(
+            "/api/v1/quarantines/release",
+            post(quarantine::release::<S>),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -8,9 +8,13 @@
 
 mod backup;
 mod ffi;
+pub mod quarantine;
+pub mod quarantine_cli;
 mod scan;
 mod xml;
 
+#[cfg(test)]
+mod quarantine_tests;
 #[cfg(test)]
 mod tests;
 

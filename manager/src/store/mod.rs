@@ -7,6 +7,10 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+pub mod signatures;
+#[macro_use]
+pub mod quarantine;
 pub mod postgres;
 pub mod sqlite;
 
@@ -137,6 +141,47 @@ pub struct ScanRow {
     pub not_scanned: i64,
     /// When the manager received it (RFC 3339).
     pub received: String,
+    /// The signature database its report names (`engine.db`); null for older reports.
+    pub db: Option<ScanDb>,
+}
+
+/// The signature database a scan used, as its report names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanDb {
+    /// libclamav's database version (the daily database's; 0 without one).
+    pub version: i64,
+    /// Digest of the database files.
+    pub sha256: String,
+    /// The manager's version of the database, when the appliance fetched it from a manager.
+    pub manager_version: Option<String>,
+}
+
+impl ScanDb {
+    /// From the scan row's columns (all null for reports without `engine.db`).
+    pub fn from_columns(
+        version: Option<i64>,
+        sha256: Option<String>,
+        manager_version: Option<String>,
+    ) -> Option<ScanDb> {
+        Some(ScanDb {
+            version: version?,
+            sha256: sha256?,
+            manager_version,
+        })
+    }
+
+    /// How listings show it: the manager's version if there is one, else libclamav's version
+    /// and the digest's first 12 digits.
+    pub fn label(&self) -> String {
+        match &self.manager_version {
+            Some(v) => v.clone(),
+            None => format!(
+                "db {} ({})",
+                self.version,
+                self.sha256.get(..12).unwrap_or(&self.sha256)
+            ),
+        }
+    }
 }
 
 /// One detection as listed.
@@ -377,7 +422,9 @@ pub struct Session {
 }
 
 /// What the manager needs from a database. Every method is one transaction.
-pub trait Store: Clone + Send + Sync + 'static {
+pub trait Store:
+    Clone + Send + Sync + 'static + signatures::SignatureStore + quarantine::QuarantineStore
+{
     /// Stores a token (only its hash); returns its id. [`StoreError::Conflict`] if the name is
     /// taken.
     fn create_token(

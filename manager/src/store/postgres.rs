@@ -12,11 +12,23 @@ use sqlx::{Pool, Postgres, SqlSafeStr, Transaction};
 use super::StoreResult;
 
 /// The schema, embedded so that the binary stands alone.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        10,
+        "signatures",
+        include_str!("../../migrations/postgres/0010_signatures.sql"),
+    ),
+    (
+        11,
+        "quarantine",
+        include_str!("../../migrations/postgres/0011_quarantine.sql"),
+    ),
+];
 
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 16;
@@ -75,3 +87,5 @@ async fn begin_write(pool: &Pool<Postgres>) -> Result<Transaction<'static, Postg
 }
 
 impl_store!(PgStore);
+impl_signature_store!(PgStore);
+impl_quarantine_store!(PgStore);

@@ -121,6 +121,7 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok($crate::store::Stored { id, created: false });
                 };
+                record_scan_db!(tx, id, r);
                 for t in &r.targets {
                     sqlx::query("INSERT INTO scan_targets (scan_id, target, format) VALUES ($1, $2, $3)")
                         .bind(id)
@@ -191,10 +192,12 @@ macro_rules! impl_store {
                 before: Option<i64>,
                 limit: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::ScanRow>> {
-                let rows: Vec<(i64, String, String, String, String, f64, i64, i64, i64, i64)> =
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(i64, String, String, String, String, f64, i64, i64, i64, i64, Option<i64>, Option<String>, Option<String>)> =
                     sqlx::query_as(
                         "SELECT id, appliance, targets, started, finished, seconds, files, \
-                         detections, not_scanned, received FROM scans \
+                         detections, not_scanned, received, db_version, db_sha256, \
+                         db_manager_version FROM scans \
                          WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
                     )
                     .bind(before)
@@ -214,6 +217,7 @@ macro_rules! impl_store {
                         detections: r.7,
                         not_scanned: r.8,
                         received: $crate::time::rfc3339(r.9),
+                        db: $crate::store::ScanDb::from_columns(r.10, r.11, r.12),
                     })
                     .collect())
             }

@@ -13,11 +13,23 @@ use sqlx::{Pool, SqlSafeStr, Sqlite, Transaction};
 use super::StoreResult;
 
 /// The schema, embedded so that the binary stands alone.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/sqlite/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        10,
+        "signatures",
+        include_str!("../../migrations/sqlite/0010_signatures.sql"),
+    ),
+    (
+        11,
+        "quarantine",
+        include_str!("../../migrations/sqlite/0011_quarantine.sql"),
+    ),
+];
 
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,3 +93,5 @@ async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>
 }
 
 impl_store!(SqliteStore);
+impl_signature_store!(SqliteStore);
+impl_quarantine_store!(SqliteStore);

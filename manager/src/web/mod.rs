@@ -5,6 +5,7 @@
 //! time; SameSite=Strict keeps the cookie off cross-site requests as a second line.
 
 mod pages;
+mod quarantine;
 
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,6 +30,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/login", post(login::<S>))
         .route("/logout", post(logout::<S>))
         .route("/jobs", post(enqueue::<S>))
+        .route("/quarantine", post(quarantine::act::<S>))
         .with_state(state)
 }
 

@@ -60,6 +60,7 @@ pub async fn dashboard<S: Store>(store: &S, session: &Session) -> StoreResult<Ma
         .await?;
     let jobs = store.list_jobs(None, ROWS).await?;
     let deliveries = store.list_deliveries(None, ROWS).await?;
+    let signatures_and_quarantine = super::quarantine::sections(store, session).await?;
     Ok(page(
         "coldscan manager",
         html! {
@@ -81,13 +82,14 @@ pub async fn dashboard<S: Store>(store: &S, session: &Session) -> StoreResult<Ma
             }
             h2 id="scans" { "Scans" }
             table {
-                tr { th { "id" } th { "appliance" } th { "targets" } th { "status" } th { "started" } th { "duration (s)" } th { "files" } th { "detections" } th { "not scanned" } }
+                tr { th { "id" } th { "appliance" } th { "targets" } th { "status" } th { "started" } th { "duration (s)" } th { "files" } th { "detections" } th { "not scanned" } th { "signatures" } }
                 @for s in &scans {
                     @let status = if s.detections > 0 { "infected" } else if s.not_scanned > 0 { "partial" } else { "clean" };
                     tr { td { (s.id) } td { (s.appliance) } td { (s.targets.join(", ")) }
                          td class=(if s.detections > 0 { "found" } else { "ok" }) { (status) }
                          td { (s.started) } td { (format!("{:.1}", s.seconds)) } td { (s.files) }
-                         td class=(if s.detections > 0 { "found" } else { "" }) { (s.detections) } td { (s.not_scanned) } }
+                         td class=(if s.detections > 0 { "found" } else { "" }) { (s.detections) } td { (s.not_scanned) }
+                         td { (s.db.as_ref().map(crate::store::ScanDb::label).unwrap_or_default()) } }
                 }
             }
             h2 id="detections" { "Detections" }
@@ -124,6 +126,7 @@ pub async fn dashboard<S: Store>(store: &S, session: &Session) -> StoreResult<Ma
                          td { (opt(&j.report)) } td { (opt(&j.error)) } }
                 }
             }
+            (signatures_and_quarantine)
             h2 id="deliveries" { "Webhook deliveries" }
             table {
                 tr { th { "id" } th { "url" } th { "scan" } th { "target" } th { "state" } th { "attempts" } th { "last status" } th { "last error" } th { "delivered" } }

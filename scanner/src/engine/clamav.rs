@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::engine::{Incomplete, ScanEngine, Verdict};
 use crate::error::{Error, Reason, Result};
 use crate::fs::FileReader;
-use crate::report::EngineInfo;
+use crate::report::{DbIdentity, EngineInfo};
 
 /// libclamav cannot map files of 2 GiB or more (`cl_engine_set_num` clamps `MaxFileSize` to
 /// `INT_MAX - 2`); larger values are clamped to this.
@@ -184,9 +184,15 @@ impl ClamAvBuilder {
         }
         use sha2::Digest;
         let db_digest = hex::encode(self.db_digest.finalize());
+        let db_version = self
+            .handle
+            .get_num(ffi::Field::DbVersion)
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
         Ok(ClamAvEngine {
             all_matches: false,
             db_digest,
+            db_version,
             handle: self.handle,
             limits,
             databases: self.databases,
@@ -309,6 +315,9 @@ pub struct ClamAvEngine {
     version: String,
     /// Hex SHA-256 of the database files loaded (see [`digest_database`]).
     db_digest: String,
+    /// libclamav's `CL_ENGINE_DB_VERSION` after compilation (the `daily` database's version, 0
+    /// without one).
+    db_version: u64,
 }
 
 impl ClamAvEngine {
@@ -370,6 +379,11 @@ impl ScanEngine for ClamAvEngine {
             name: "clamav".into(),
             version: self.version.clone(),
             signatures: self.signatures(),
+            db: Some(DbIdentity {
+                version: self.db_version,
+                sha256: self.db_digest.clone(),
+                manager_version: None,
+            }),
         }
     }
 

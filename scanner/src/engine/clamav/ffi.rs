@@ -211,6 +211,8 @@ pub enum Field {
     MaxFiles,
     /// CL_ENGINE_MAX_SCANTIME (milliseconds)
     MaxScanTime,
+    /// CL_ENGINE_DB_VERSION (read only: the version of the `daily` database loaded, 0 if none)
+    DbVersion,
 }
 
 impl Field {
@@ -221,6 +223,7 @@ impl Field {
             Field::MaxRecursion => sys::cl_engine_field::CL_ENGINE_MAX_RECURSION,
             Field::MaxFiles => sys::cl_engine_field::CL_ENGINE_MAX_FILES,
             Field::MaxScanTime => sys::cl_engine_field::CL_ENGINE_MAX_SCANTIME,
+            Field::DbVersion => sys::cl_engine_field::CL_ENGINE_DB_VERSION,
         }
     }
 }

@@ -241,3 +241,56 @@ fn engine_is_shared_across_threads() {
         assert_eq!(h.join().unwrap(), vec!["Test.EICAR.UNOFFICIAL".to_string()]);
     }
 }
+
+#[test]
+fn the_report_names_the_database_version_and_digest() {
+    // Unsigned databases: version 0, and the digest over the directory's database files.
+    let dir = tempfile::tempdir().unwrap();
+    write_db(dir.path());
+    std::fs::write(dir.path().join("notes.txt"), b"not loaded, not digested").unwrap();
+    let e = ClamAvEngine::load(&[dir.path().to_path_buf()], Limits::default()).unwrap();
+    let db = e.info().db.unwrap();
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for name in ["clam.hsb", "eicar.ndb"] {
+        let c = std::fs::read(dir.path().join(name)).unwrap();
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((c.len() as u64).to_le_bytes());
+        h.update(&c);
+    }
+    assert_eq!(db.version, 0);
+    assert_eq!(db.sha256, hex::encode(h.finalize()));
+    assert_eq!(db.manager_version, None);
+
+    // A container database named like the official daily one (`daily.cud`, built by sigtool
+    // with version 4242): libclamav's CL_ENGINE_DB_VERSION is the daily database's version.
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("COPYING"), b"test").unwrap();
+    std::fs::write(
+        build.path().join("daily.ndb"),
+        b"Coldscan.Test.Cud:0:*:4142434445464748\n",
+    )
+    .unwrap();
+    let mut sigtool = std::process::Command::new("sigtool")
+        .args(["--build=daily.cud", "--unsigned", "--cvd-version=4242"])
+        .current_dir(build.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    // sigtool asks for a builder name.
+    sigtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"coldscan\n")
+        .unwrap();
+    assert!(sigtool.wait().unwrap().success());
+    let cud = tempfile::tempdir().unwrap();
+    std::fs::copy(build.path().join("daily.cud"), cud.path().join("daily.cud")).unwrap();
+    let e = ClamAvEngine::load(&[cud.path().to_path_buf()], Limits::default()).unwrap();
+    assert_eq!(e.info().db.unwrap().version, 4242);
+}
