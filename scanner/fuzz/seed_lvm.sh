@@ -1,7 +1,7 @@
 #!/bin/sh
-# Seeds the `lvm_metadata`, `volume_probe` and `thin_btree` fuzz corpora: metadata written by
+# Seeds the `lvm_metadata`, `volume_probe`, `thin_btree` and `lvm_snapshot` fuzz corpora: metadata written by
 # the real LVM tools (linear, striped, spanning LVs) on loop devices with activation off, a LUKS2
-# header, and thin pool metadata from thin_restore (generated, never committed; needs root for
+# header, thin pool metadata from thin_restore, and snapshot COW devices (generated, never committed; needs root for
 # losetup). Usage: scanner/fuzz/seed_lvm.sh.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +32,28 @@ truncate -s 16M "$tmp/luks.img"
 printf 'k' > "$tmp/key"
 cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$tmp/key" "$tmp/luks.img"
 head -c 32768 "$tmp/luks.img" > "$here/corpus/volume_probe/luks2-head.bin"
+# The lvm_snapshot corpus: COW devices laid out as dm-snap-persistent.c writes them (origin size
+# and an offset, then the header, areas of (old, new) chunk pairs and the data chunks), with
+# 512-byte chunks so that several areas fit in a few KiB, and 4 KiB chunks.
+mkdir -p "$here/corpus/lvm_snapshot"
+python3 - "$here/corpus/lvm_snapshot" <<'PY'
+import struct, sys
+def cow(chunk, chunks, olds, origin):
+    per = chunk // 16; stride = per + 1
+    dev = bytearray(chunk * chunks)
+    dev[0:16] = struct.pack('<IIII', 0x70416e53, 1, 1, chunk // 512)
+    nxt = 2
+    for n, old in enumerate(olds):
+        new = nxt; nxt += 1
+        if nxt % stride == 1: nxt += 1
+        at = (1 + (n // per) * stride) * chunk + (n % per) * 16
+        dev[at:at + 16] = struct.pack('<QQ', old, new)
+        dev[new * chunk:(new + 1) * chunk] = bytes([old & 0xff]) * chunk
+    return struct.pack('<QQ', origin, 1000) + bytes(dev)
+out = sys.argv[1]
+open(out + '/areas-512.bin', 'wb').write(cow(512, 80, [(i * 37) % 200 for i in range(70)], 200 * 512))
+open(out + '/runs-4k.bin', 'wb').write(cow(4096, 6, [10, 11, 12, 3], 64 * 4096))
+PY
 # The thin_btree corpus: pool metadata written by thin_restore (device 1, virtual block 0 first).
 mkdir -p "$here/corpus/thin_btree"
 cat > "$tmp/thin.xml" <<'XML'

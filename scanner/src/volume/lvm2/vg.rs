@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use super::label::display_uuid;
 use super::metadata::Section;
 use super::segments::{self, AreaTarget, Segment, SegmentKind};
+use super::snapshot::ExceptionStore;
 use super::thin::ThinSuperblock;
 use super::{PvScan, VgText};
 use crate::block::SharedSource;
@@ -13,7 +14,9 @@ use crate::error::{Error, Result};
 
 mod read;
 mod resolve;
+mod snapshots;
 use resolve::resolve;
+use snapshots::Snapshots;
 
 /// Most logical volumes in one VG.
 pub const MAX_LVS: usize = 65_536;
@@ -57,6 +60,12 @@ enum Mapping {
         pool: usize,
         device_id: u64,
     },
+    /// A classic snapshot (lvm2's hidden `snapshotN` LV): the origin LV with the exceptions in
+    /// the COW LV's store applied. Always the LV's only segment.
+    Snapshot {
+        origin: usize,
+        cow: usize,
+    },
     /// Identical images; `chosen` is the first readable one (decided at assembly).
     Mirror {
         images: Vec<Place>,
@@ -89,6 +98,8 @@ struct VgMap {
     lvs: Vec<LvMap>,
     /// Per LV: its thin pool superblock, read on first use (only pool LVs use theirs).
     thin: Vec<OnceLock<std::result::Result<ThinSuperblock, Arc<Error>>>>,
+    /// Per LV: a snapshot's exception store, read at assembly (only snapshot LVs use theirs).
+    snap: Vec<OnceLock<std::result::Result<Arc<ExceptionStore>, Arc<Error>>>>,
 }
 
 /// A logical volume as a block source: reads are split at segment and stripe boundaries and sent
@@ -247,7 +258,7 @@ fn build(
     };
     let object = format!("{from} VG {} metadata", vt.vg_name);
     match build_map(&vt.vg, &vt.vg_name, pvs, by_uuid, &object) {
-        Ok((map, errors, visible, uuids, types)) => {
+        Ok((map, errors, visible, uuids, types, snaps)) => {
             vg.members = map.pvs.iter().filter_map(|p| p.found).collect();
             vg.missing = map
                 .pvs
@@ -256,17 +267,21 @@ fn build(
                 .map(|p| display_uuid(&p.uuid))
                 .collect();
             let (map, readable) = resolve(map, errors);
+            let readable = snaps.load(&map, readable);
             for lv in visible {
                 let lv_map = &map.lvs[lv];
                 let name = format!("{}/{}", vt.vg_name, lv_map.name);
-                let size = lv_map.extents.saturating_mul(map.extent_bytes);
                 let (home, home_offset) = first_pv(&map, lv, 0)
                     .map(|(slot, off)| (map.pvs[slot].found, off))
                     .unwrap_or((None, 0));
+                // A snapshot's COW LV is listed as the snapshot; an origin being merged into
+                // reads as the merged state. Both read through the hidden snapshot LV.
+                let read_as = snaps.read_as(lv);
+                let size = map.lvs[read_as].extents.saturating_mul(map.extent_bytes);
                 let source = readable[lv].clone().map(|()| {
                     Arc::new(LogicalVolume {
                         vg: map.clone(),
-                        lv,
+                        lv: read_as,
                         name: name.clone(),
                         size,
                     }) as SharedSource
@@ -293,6 +308,7 @@ type Built = (
     Vec<usize>,
     Vec<String>,
     Vec<Vec<String>>,
+    Snapshots,
 );
 
 fn build_map(
@@ -388,12 +404,18 @@ fn build_map(
                     })
                     .unwrap_or_default(),
             );
-            // A thin pool holds other volumes' blocks, not a filesystem: not listed itself.
-            let is_pool = segs.as_ref().is_ok_and(|v| {
-                v.iter()
-                    .any(|s| matches!(s.kind, SegmentKind::ThinPool { .. }))
+            // A thin pool holds other volumes' blocks, not a filesystem, and a classic
+            // snapshot's hidden `snapshotN` LV is listed under its COW LV's name: neither is
+            // listed itself.
+            let hidden = segs.as_ref().is_ok_and(|v| {
+                v.iter().any(|s| {
+                    matches!(
+                        s.kind,
+                        SegmentKind::ThinPool { .. } | SegmentKind::Snapshot { .. }
+                    )
+                })
             });
-            if lv.has_flag("status", "VISIBLE") && !is_pool {
+            if lv.has_flag("status", "VISIBLE") && !hidden {
                 visible.push(lvs.len());
             }
             uuids.push(lv.str("id").unwrap_or("").to_string());
@@ -403,16 +425,6 @@ fn build_map(
                 segments: Vec::new(),
             });
             raw_segments.push(segs);
-        }
-    }
-    // A classic snapshot's COW store LV holds exceptions, not a filesystem: report it as the
-    // snapshot it is rather than as a volume without a filesystem.
-    let mut cow_of: HashMap<String, String> = HashMap::new();
-    for segs in raw_segments.iter().flatten() {
-        for seg in segs {
-            if let SegmentKind::Snapshot { origin, cow_store } = &seg.kind {
-                cow_of.insert(cow_store.clone(), origin.clone());
-            }
         }
     }
     let names: HashMap<String, usize> = lvs
@@ -431,20 +443,15 @@ fn build_map(
         pvs: Vec::new(),
         lvs: Vec::new(),
         thin: Vec::new(),
+        snap: Vec::new(),
     };
+    let snaps = Snapshots::find(&raw_segments, &names, vg_name);
+    for cow in snaps.cow_lvs() {
+        types[cow] = vec!["snapshot".into()];
+    }
     let mut errors: Vec<Option<Error>> = Vec::new();
     for (i, segs) in raw_segments.into_iter().enumerate() {
         let lv_object = format!("{object}: LV {vg_name}/{}", lvs[i].name);
-        if let Some(origin) = cow_of.get(&lvs[i].name) {
-            types[i] = vec!["snapshot".into()];
-            errors.push(Some(Error::unsupported(
-                &lv_object,
-                format!(
-                    "classic snapshot of {vg_name}/{origin}: copy-on-write exceptions are not read"
-                ),
-            )));
-            continue;
-        }
         match segs.and_then(|s| map_segments(s, &keys, &slots, &names, extent_bytes, &lv_object)) {
             Ok((mapped, extents)) => {
                 lvs[i].segments = mapped;
@@ -456,8 +463,9 @@ fn build_map(
     }
     map.pvs = slots;
     map.thin = (0..lvs.len()).map(|_| OnceLock::new()).collect();
+    map.snap = (0..lvs.len()).map(|_| OnceLock::new()).collect();
     map.lvs = lvs;
-    Ok((map, errors, visible, uuids, types))
+    Ok((map, errors, visible, uuids, types, snaps))
 }
 
 fn kind_name(k: &SegmentKind) -> String {
@@ -488,6 +496,7 @@ fn map_segments(
         ));
     }
     segs.sort_by_key(|s| s.start_extent);
+    let count = segs.len();
     let mut next = 0u64;
     let mut out = Vec::with_capacity(segs.len());
     for s in segs {
@@ -592,11 +601,25 @@ fn map_segments(
                 })?,
                 device_id: *device_id,
             },
-            SegmentKind::Snapshot { origin, .. } => {
-                return Err(Error::unsupported(
-                    object,
-                    format!("classic snapshot of {origin}: copy-on-write exceptions are not read"),
-                ))
+            SegmentKind::Snapshot {
+                origin, cow_store, ..
+            } => {
+                if s.start_extent != 0 || count != 1 {
+                    return Err(Error::corrupt(
+                        object,
+                        s.offset,
+                        "a snapshot segment must be its LV's only segment",
+                    ));
+                }
+                let lv = |n: &String| {
+                    names.get(n).copied().ok_or_else(|| {
+                        Error::corrupt(object, s.offset, format!("snapshot names unknown LV {n}"))
+                    })
+                };
+                Mapping::Snapshot {
+                    origin: lv(origin)?,
+                    cow: lv(cow_store)?,
+                }
             }
         };
         out.push(MappedSegment {
@@ -618,7 +641,9 @@ fn first_pv(map: &VgMap, lv: usize, depth: usize) -> Option<(usize, u64)> {
     let place = match &seg.mapping {
         Mapping::Striped { areas, .. } => *areas.first()?,
         Mapping::Mirror { images, chosen } => *images.get(*chosen)?,
-        Mapping::Zero | Mapping::Pool { .. } | Mapping::Thin { .. } => return None,
+        Mapping::Zero | Mapping::Pool { .. } | Mapping::Thin { .. } | Mapping::Snapshot { .. } => {
+            return None
+        }
     };
     match place {
         Place::Pv { slot, start_extent } => Some((
