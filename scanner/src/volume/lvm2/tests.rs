@@ -341,7 +341,9 @@ fn snapshot_vg(cow: &[u8], kind: &str, snap_extents: u32) -> VolumeGroup {
     let text = vg_text(
         &[
             lin("origin", &[seg(0, 4, "type = \"striped\" stripes = [\"pv0\", 0]")]),
-            lin("snap", &[seg(0, 8, "type = \"striped\" stripes = [\"pv0\", 4]")]),
+            // As lvm2 writes it: the COW LV hidden, snapshot0 visible.
+            lin("snap", &[seg(0, 8, "type = \"striped\" stripes = [\"pv0\", 4]")])
+                .replace("\"READ\", \"VISIBLE\"", "\"READ\", \"WRITE\""),
             format!("snapshot0 {{ id = \"s\" status = [\"READ\", \"VISIBLE\"] segment1 {{ start_extent = 0 extent_count = {snap_extents} type = \"snapshot\" chunk_size = 1 origin = \"origin\" {kind} = \"snap\" }} }}"),
         ]
         .join("\n"),

@@ -446,9 +446,15 @@ fn build_map(
         snap: Vec::new(),
     };
     let snaps = Snapshots::find(&raw_segments, &names, vg_name);
+    // lvm2 writes a COW LV without VISIBLE (`lv_set_hidden` in `init_snapshot_seg`) yet lists
+    // it as the snapshot (`lv_is_visible`): so do we.
     for cow in snaps.cow_lvs() {
         types[cow] = vec!["snapshot".into()];
+        if !visible.contains(&cow) {
+            visible.push(cow);
+        }
     }
+    visible.sort_unstable();
     let mut errors: Vec<Option<Error>> = Vec::new();
     for (i, segs) in raw_segments.into_iter().enumerate() {
         let lv_object = format!("{object}: LV {vg_name}/{}", lvs[i].name);
