@@ -16,6 +16,7 @@ pub mod images;
 pub mod journal;
 pub mod layers;
 pub mod lvm;
+pub mod lvm_snapshot;
 pub mod manifest;
 pub mod md;
 pub mod ntfs;
