@@ -332,9 +332,34 @@ fn real_lvm2_text_parses() {
     assert_eq!(lvs.sections().count(), 3);
 }
 
+/// Metadata written by lvm2 2.03 for a classic snapshot (`vgcfgrestore` of a snapshot section,
+/// then `vgcfgbackup`): the COW LV `snap` is written hidden, `snapshot0` visible; listed are the
+/// origin and the snapshot under the COW LV's name, and a store never activated (zeros) reads
+/// as the origin.
+#[test]
+fn real_lvm2_snapshot_metadata_lists_origin_and_snapshot() {
+    let text = include_str!("testdata/snapvg.txt");
+    let uuid = "8DIUXGxiZtvU11nNhcMKmoLd6kwPlch3";
+    let mut dev = vec![0u8; 64 << 20];
+    dev[(1 << 20) + 5000] = 0xAB; // origin byte 5000
+    let a: SharedSource = Arc::new(MemSource::new(dev, "pv"));
+    let mut s = scan(uuid, Some(text));
+    s.label.device_size = 64 << 20;
+    let vgs = assemble(&[(a, s)]);
+    let vg = &vgs[0];
+    let names: Vec<&str> = vg.lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["tvg/origin", "tvg/snap"]);
+    assert_eq!(lv(vg, "tvg/snap").segment_types, ["snapshot"]);
+    assert_eq!(lv(vg, "tvg/snap").size, 16 << 20);
+    let src = lv(vg, "tvg/snap").source.clone().unwrap();
+    let mut b = [0u8; 2];
+    src.read_exact_at(4999, &mut b).unwrap();
+    assert_eq!(b, [0, 0xAB]);
+}
+
 /// A VG on one PV (`pv(0x10)`) with `origin` (extents 0..4, 4 KiB) and the COW LV `snap`
-/// (extents 4..12, sixteen 512-byte chunks) holding `cow`, tied by `snapshot0` (`extra` is
-/// added to its segment, `kind` names the store: `cow_store` or `merging_store`).
+/// (extents 4..12, sixteen 512-byte chunks) holding `cow`, tied by `snapshot0` of
+/// `snap_extents` extents (`kind` names the store: `cow_store` or `merging_store`).
 fn snapshot_vg(cow: &[u8], kind: &str, snap_extents: u32) -> VolumeGroup {
     let mut dev = pv(0x10);
     dev[4096 + 4096..4096 + 4096 + cow.len()].copy_from_slice(cow);
@@ -394,6 +419,40 @@ fn classic_snapshot_reads_as_the_origin_at_snapshot_time() {
     // A COW store never activated (header of zeros) reads as the origin.
     let vg = snapshot_vg(&[0u8; 512], "cow_store", 4);
     assert_eq!(read(&vg, "vg/snap"), origin);
+}
+
+/// `lvcreate -s --virtualsize`: a sparse snapshot over a hidden virtual origin of zeros; only
+/// the snapshot is listed, zeros but for its exceptions.
+#[test]
+fn snapshot_of_a_virtual_origin_reads_zeros_and_its_exceptions() {
+    let mut dev = pv(0x10);
+    let cow = cow_with_three_exceptions();
+    dev[4096 + 4096..4096 + 4096 + cow.len()].copy_from_slice(&cow);
+    let text = vg_text(
+        &[
+            "lvol0_vorigin { id = \"v\" status = [\"READ\", \"WRITE\"] segment1 { start_extent = 0 extent_count = 4 type = \"zero\" } }".to_string(),
+            lin("sparse", &[seg(0, 8, "type = \"striped\" stripes = [\"pv0\", 4]")])
+                .replace("\"READ\", \"VISIBLE\"", "\"READ\", \"WRITE\""),
+            "snapshot0 { id = \"s\" status = [\"READ\", \"VISIBLE\"] segment1 { start_extent = 0 extent_count = 4 type = \"snapshot\" chunk_size = 1 origin = \"lvol0_vorigin\" cow_store = \"sparse\" } }".to_string(),
+        ]
+        .join("\n"),
+    );
+    let a: SharedSource = Arc::new(MemSource::new(dev, "pvA"));
+    let vgs = assemble(&[(a, scan(UUID_A, Some(&text)))]);
+    let names: Vec<&str> = vgs[0].lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["vg/sparse"]);
+    let got = read(&vgs[0], "vg/sparse");
+    for s in 0..8usize {
+        let want = if [1, 3, 6].contains(&s) {
+            0xE0 | s as u8
+        } else {
+            0
+        };
+        assert!(
+            got[s * 512..(s + 1) * 512].iter().all(|&b| b == want),
+            "sector {s}"
+        );
+    }
 }
 
 #[test]
