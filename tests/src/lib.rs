@@ -11,6 +11,7 @@ pub mod coldscan;
 pub mod content;
 pub mod crash;
 pub mod dissect;
+pub mod dm_guest;
 pub mod fixtures;
 pub mod images;
 pub mod journal;

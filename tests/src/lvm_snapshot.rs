@@ -2,15 +2,14 @@
 //!
 //! The VG is made by the real LVM tools on a loop device; the snapshot is added to its metadata
 //! with `vgcfgrestore --force` (lvm2 refuses `lvcreate -s` without device-mapper, which this
-//! machine kind lacks), and `lvs` must then report the snapshot with its origin. The filesystem
-//! states are the kernel's: an ext4 image is the state at snapshot time; a copy of it is
-//! loop-mounted read-write and changed (files added, rewritten in place, deleted, a test file
-//! removed and another added) to make the origin's state. The copy-on-write store holds, for
-//! every 4 KiB chunk in which the two states differ, the old chunk, laid out as the kernel's
-//! `drivers/md/dm-snap-persistent.c` writes it (header, metadata areas of `(old, new)` chunk
-//! pairs, data chunks, new chunks allocated as `persistent_prepare_exception` does), in a
-//! scattered order as writes would come. Before the store is used, the builder rebuilds the
-//! snapshot state from origin and store and checks it byte for byte.
+//! machine kind lacks), and `lvs` must then report the snapshot with its origin. The contents
+//! are the kernel's: an ext4 image holds the state at snapshot time; a guest kernel
+//! ([`crate::dm_guest`]) snapshots it with device-mapper's own `snapshot` target (persistent,
+//! 4 KiB chunks, as lvm2 loads it), mounts the origin and changes it (files added, rewritten
+//! in place, deleted, a test file removed and another added), so that the origin image and the
+//! copy-on-write store are both written by the kernel. The builder checks that the store
+//! (read as `drivers/md/dm-snap-persistent.c` lays it out) turns the origin back into the
+//! snapshot state byte for byte, and that it spans several metadata areas.
 //!
 //! Ground truth: the kernel's view of each state, walked while mounted read-only.
 
@@ -31,12 +30,9 @@ use crate::manifest::{self, Record};
 use crate::testdb::eicar;
 use crate::tools::{check, command};
 use crate::trees::{self, MIB};
-use crate::xfs::LoopMount;
 
 /// Chunk size of the snapshot (lvm2's default, 8 sectors).
 const CHUNK: usize = 4096;
-/// `SnAp`.
-const SNAP_MAGIC: u32 = 0x7041_6e53;
 /// Size of the origin LV and of the COW LV.
 const ORIGIN: u64 = 48 * MIB;
 const COW: u64 = 24 * MIB;
@@ -49,51 +45,11 @@ fn snapshot_section(extents: u64, origin: &str, cow: &str) -> String {
     )
 }
 
-/// The COW store turning `origin` back into `snapshot` (same length), `cow_len` bytes.
-fn exception_store(snapshot: &[u8], origin: &[u8], cow_len: usize) -> anyhow::Result<Vec<u8>> {
-    ensure!(snapshot.len() == origin.len() && snapshot.len() % CHUNK == 0);
-    let mut changed: Vec<u64> = (0..snapshot.len() / CHUNK)
-        .filter(|&c| snapshot[c * CHUNK..(c + 1) * CHUNK] != origin[c * CHUNK..(c + 1) * CHUNK])
-        .map(|c| c as u64)
-        .collect();
-    // Writes come in no particular order: scatter the table (and so the data chunks).
-    changed.sort_by_key(|c| (c.wrapping_mul(2_654_435_761) % 1_000_003, *c));
-    let per_area = CHUNK / 16;
-    let stride = per_area + 1;
-    let mut cow = vec![0u8; cow_len];
-    cow[0..4].copy_from_slice(&SNAP_MAGIC.to_le_bytes());
-    cow[4..8].copy_from_slice(&1u32.to_le_bytes()); // valid
-    cow[8..12].copy_from_slice(&1u32.to_le_bytes()); // version
-    cow[12..16].copy_from_slice(&((CHUNK / 512) as u32).to_le_bytes());
-    let mut next_free = 2usize; // after the header and the first area
-    for (n, &old) in changed.iter().enumerate() {
-        let new = next_free;
-        next_free += 1;
-        if next_free % stride == 1 {
-            next_free += 1; // the next metadata area
-        }
-        ensure!(
-            (new + 1) * CHUNK <= cow_len && (1 + (n / per_area) * stride + 1) * CHUNK <= cow_len,
-            "{} changed chunks do not fit a COW store of {cow_len} bytes",
-            changed.len()
-        );
-        let at = (1 + (n / per_area) * stride) * CHUNK + (n % per_area) * 16;
-        cow[at..at + 8].copy_from_slice(&old.to_le_bytes());
-        cow[at + 8..at + 16].copy_from_slice(&(new as u64).to_le_bytes());
-        let o = old as usize * CHUNK;
-        cow[new * CHUNK..(new + 1) * CHUNK].copy_from_slice(&snapshot[o..o + CHUNK]);
-    }
-    ensure!(
-        changed.len() > 2 * per_area,
-        "only {} chunks changed: the store should span several metadata areas",
-        changed.len()
-    );
-    Ok(cow)
-}
-
-/// The snapshot state rebuilt from `origin` and the store, as a reader of the format would.
-fn apply_store(origin: &[u8], cow: &[u8]) -> Vec<u8> {
+/// The snapshot state rebuilt from `origin` and the store, as a reader of the format would, and
+/// the number of exceptions.
+fn apply_store(origin: &[u8], cow: &[u8]) -> (Vec<u8>, usize) {
     let mut out = origin.to_vec();
+    let mut n = 0;
     let stride = CHUNK / 16 + 1;
     let mut area = 1usize;
     'areas: while (area + 1) * CHUNK <= cow.len() {
@@ -105,10 +61,11 @@ fn apply_store(origin: &[u8], cow: &[u8]) -> Vec<u8> {
             }
             out[old * CHUNK..(old + 1) * CHUNK]
                 .copy_from_slice(&cow[new * CHUNK..(new + 1) * CHUNK]);
+            n += 1;
         }
         area += stride;
     }
-    out
+    (out, n)
 }
 
 /// Mounts `img` read-only and walks it as `volume`.
@@ -127,35 +84,26 @@ fn kernel_view(img: &Path, mnt: &Path, volume: &str) -> anyhow::Result<Vec<Recor
     Ok(with_volume(walked?, 0, Some(volume)))
 }
 
-/// The origin's changes after the snapshot, made by the kernel on the mounted copy.
-fn change_origin(root: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::FileExt;
-    fs::remove_file(root.join("planted/before-snapshot.com"))?;
-    fs::write(root.join("planted/after-snapshot.com"), eicar())?;
-    fs::create_dir_all(root.join("added/deeper"))?;
-    for i in 0..40 {
-        fs::write(
-            root.join(format!("added/deeper/note-{i:02}.txt")),
-            format!("added after the snapshot, note {i}\n").repeat(i + 1),
-        )?;
-    }
-    // A large new file: its data fills chunks free at snapshot time (many exceptions).
-    let big: Vec<u8> = (0..3 * MIB as usize + 4321)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(root.join("added/large.bin"), big)?;
-    // Rewritten in place, then extended; and a file deleted.
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(root.join("changed/in-place.bin"))?;
-    f.write_all_at(&[0x5a; 10_000], 70_000)?;
-    f.write_all_at(b"appended after the snapshot", 300_000)?;
-    drop(f);
-    fs::remove_file(root.join("changed/deleted.txt"))?;
-    fs::remove_dir_all(root.join("changed/removed-dir"))?;
-    check(command("sync").arg("-f").arg(root))?;
-    Ok(())
-}
+/// The origin's changes after the snapshot, run by the guest in the mounted origin (busybox
+/// sh); `/eicar.com` is the test file, made at build time.
+const CHANGES: &str = r#"set -e
+rm planted/before-snapshot.com
+cp /eicar.com planted/after-snapshot.com
+mkdir -p added/deeper
+i=0
+while [ $i -lt 40 ]; do
+  j=0
+  while [ $j -le $i ]; do echo "added after the snapshot, note $i"; j=$((j+1)); done > added/deeper/note-$i.txt
+  i=$((i+1))
+done
+# A large new file: its data fills chunks free at snapshot time (many exceptions).
+dd if=/dev/urandom of=added/large.bin bs=4096 count=770 2>/dev/null
+# Rewritten in place, then extended past a hole; a file and a directory deleted.
+dd if=/dev/urandom of=changed/in-place.bin bs=10000 count=1 seek=7 conv=notrunc 2>/dev/null
+printf 'appended after the snapshot' | dd of=changed/in-place.bin bs=1 seek=300000 conv=notrunc 2>/dev/null
+rm changed/deleted.txt
+rm -r changed/removed-dir
+"#;
 
 /// A whole-disk PV whose VG `svg` holds `data` (ext4, 48 MiB) and its classic snapshot `snap`
 /// (COW LV of 24 MiB, 4 KiB chunks), as described in the module comment. Planted test files:
@@ -176,21 +124,29 @@ pub fn classic_snapshot() -> anyhow::Result<LvmFixture> {
         let snap_img = ext4(dir, "snapshot-state", ORIGIN, &mut tree)?;
         let origin_img = dir.join("origin-state.ext4");
         fs::copy(&snap_img, &origin_img)?;
-        {
-            let m = LoopMount::new(&origin_img, &dir.join("origin.mnt"))?;
-            change_origin(&m.dir)?;
-        }
+        let cow_img = dir.join("cow.img");
+        images::sparse_file(&cow_img, COW)?;
+        let eicar = eicar();
+        crate::dm_guest::snapshot_and_change(
+            &dir.join("guest"),
+            &origin_img,
+            &cow_img,
+            CHANGES,
+            &[("/eicar.com", &eicar)],
+        )?;
+        fs::remove_dir_all(dir.join("guest"))?;
         let mut records = kernel_view(&snap_img, &dir.join("snap.mnt"), "svg/snap")?;
         records.extend(kernel_view(&origin_img, &dir.join("data.mnt"), "svg/data")?);
         let snapshot = fs::read(&snap_img)?;
-        let origin = fs::read(&origin_img)?;
-        let cow = exception_store(&snapshot, &origin, COW as usize)?;
+        let (rebuilt, exceptions) = apply_store(&fs::read(&origin_img)?, &fs::read(&cow_img)?);
         ensure!(
-            apply_store(&origin, &cow) == snapshot,
-            "the exception store does not rebuild the snapshot state"
+            rebuilt == snapshot,
+            "the kernel's exception store does not rebuild the snapshot state"
         );
-        let cow_img = dir.join("cow.img");
-        fs::write(&cow_img, &cow)?;
+        ensure!(
+            exceptions > 2 * (CHUNK / 16),
+            "only {exceptions} exceptions: the store should span several metadata areas"
+        );
 
         let disk = dir.join("disk.img");
         images::sparse_file(&disk, 96 * MIB)?;
