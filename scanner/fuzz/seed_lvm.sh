@@ -25,6 +25,31 @@ lvcreate -q --config "$conf" -an -Zn -L 8M -n lin seedvg 2>/dev/null
 lvcreate -q --config "$conf" -an -Zn -i 2 -I 64k -L 16M -n str seedvg 2>/dev/null
 lvcreate -q --config "$conf" -an -Zn -L 80M -n span seedvg 2>/dev/null
 vgcfgbackup -q --config "$conf" -f "$c/seedvg.txt" seedvg 2>/dev/null
+# A VG with a classic snapshot as lvm2 writes it (COW LV hidden, snapshotN visible) and one being
+# merged, on a PV the fuzz target's 4 MiB device can hold.
+cat > "$c/snapshot.txt" <<'VG'
+snapvg {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa"
+seqno = 3
+status = ["RESIZEABLE", "READ", "WRITE"]
+extent_size = 8
+physical_volumes {
+pv0 { id = "bbbbbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb" pe_start = 2048 pe_count = 900 }
+}
+logical_volumes {
+origin { id = "o" status = ["READ", "WRITE", "VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 64 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+snap { id = "s" status = ["READ", "WRITE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 32 type = "striped" stripe_count = 1 stripes = ["pv0", 64] } }
+snapshot0 { id = "z" status = ["READ", "WRITE", "VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 64 type = "snapshot" chunk_size = 8 origin = "origin" cow_store = "snap" } }
+other { id = "t" status = ["READ", "WRITE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 32 type = "striped" stripe_count = 1 stripes = ["pv0", 96] } }
+snapshot1 { id = "y" status = ["READ", "WRITE", "VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 64 type = "snapshot" chunk_size = 8 origin = "origin" merging_store = "other" } }
+}
+}
+VG
 # The volume_probe corpus: the PV's label and metadata area (first 1 MiB), and a LUKS2 header.
 mkdir -p "$here/corpus/volume_probe"
 head -c 1048576 "$tmp/a.img" > "$here/corpus/volume_probe/pv-head.bin"
