@@ -31,6 +31,8 @@ const SOURCES: &[&str] = &[
     include_str!("crash.rs"),
     include_str!("btrfs.rs"),
     include_str!("rhel.rs"),
+    include_str!("lvm_snapshot.rs"),
+    include_str!("dm_guest.rs"),
 ];
 
 /// What a fixture's `stamp` file holds: the factory version and a hash of its sources (and of

@@ -920,7 +920,9 @@ fn ext4_crash(b: &mut Builder) -> anyhow::Result<Outline> {
 /// Btrfs with subvolumes, a snapshot and compressed files ([`crate::btrfs`]): the manifest is
 /// the kernel's view; the EICAR in a subvolume is found there and in its snapshot.
 fn btrfs_subvolumes(b: &mut Builder) -> anyhow::Result<Outline> {
-    let seed = trees::rich_tree("btrfs-subvolumes").for_flavour(Flavour::Ext);
+    let mut seed = trees::rich_tree("btrfs-subvolumes").for_flavour(Flavour::Ext);
+    // 10,000 entries: the directory's DIR_ITEM and DIR_INDEX items span many leaves.
+    trees::add_many_files(&mut seed, 10_000);
     let size = 320 * MIB;
     let disk = b.disk();
     let built = crate::btrfs::btrfs_image(&b.dir, &disk, size, &seed)?;
@@ -943,7 +945,7 @@ fn btrfs_subvolumes(b: &mut Builder) -> anyhow::Result<Outline> {
         });
     }
     Ok(Outline::ok(
-        "whole-disk Btrfs: the rich tree at the top level, subvolumes home and data, a snapshot of home taken before home changed, zstd- and zlib-compressed files (inline and regular extents)",
+        "whole-disk Btrfs: the rich tree and a directory of 10,000 files at the top level, subvolumes home and data, a snapshot of home taken before home changed, zstd- and zlib-compressed files (inline and regular extents)",
         512,
         "none",
     ))

@@ -243,3 +243,94 @@ fn thin_pool_with_two_thin_lvs_lists_both() {
     assert_listing(&f, &strs(&f.disks));
     assert_listing(&f, &[f.file("disk.qcow2").display().to_string()]);
 }
+
+/// A classic snapshot whose origin changed afterwards: the origin lists as the kernel sees it
+/// now, the snapshot as the kernel saw it at snapshot time (the origin with the copy-on-write
+/// exceptions applied), and `scan` finds each volume's own planted test files.
+#[test]
+fn classic_snapshot_lists_the_origin_now_and_the_snapshot_then() {
+    let f = built(coldscan_tests::lvm_snapshot::classic_snapshot());
+    assert_listing(&f, &strs(&f.disks));
+    let tmp = coldscan_tests::cache::target_dir()
+        .join("tmp")
+        .join("lvm-snapshot-db");
+    let db = coldscan_tests::testdb::write_test_db(&tmp).unwrap();
+    let disk = f.disks[0].display().to_string();
+    let out = coldscan::run(&[
+        "scan",
+        "--db",
+        &db.display().to_string(),
+        "--json",
+        "-",
+        &disk,
+    ])
+    .unwrap();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut got: Vec<lvm::PlantedDetection> = report["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| lvm::PlantedDetection {
+            partition: u32::try_from(d["partition"].as_u64().unwrap()).unwrap(),
+            volume: d["volume"].as_str().map(str::to_string),
+            path: d["path"].as_str().unwrap().to_string(),
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, f.detections().unwrap());
+    assert_eq!(report["not_scanned"], serde_json::json!([]));
+    let (info, out) = coldscan::info(&disk).unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let snap = info["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["volume"] == "svg/snap")
+        .unwrap_or_else(|| panic!("no svg/snap in {info}"));
+    assert_eq!(snap["type_name"], "LVM2 snapshot", "{snap}");
+    assert_eq!(snap["size"], 48 << 20);
+}
+
+/// The same snapshot invalidated by the kernel (its header's valid flag cleared, as when its
+/// COW space fills up): `svg/snap` is an error naming the flag's offset, the origin is still
+/// listed exactly, and the exit code is 2.
+#[test]
+fn invalidated_snapshot_is_an_error_and_its_origin_is_listed() {
+    let f = built(coldscan_tests::lvm_snapshot::classic_snapshot());
+    let dir = coldscan_tests::cache::target_dir().join("tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("lvm-snapshot-invalid.img");
+    let copied = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&f.disks[0])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let (info, _) = coldscan::info(&disk.display().to_string()).unwrap();
+    let cow_start = info["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["volume"] == "svg/snap")
+        .and_then(|p| p["start"].as_u64())
+        .unwrap();
+    coldscan_tests::images::patch(&disk, cow_start + 4, &[0, 0, 0, 0]).unwrap();
+    let (code, got, stderr) = ls(&[disk.display().to_string()]);
+    std::fs::remove_file(&disk).unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("svg/snap") && stderr.contains("invalid") && stderr.contains("0x4"),
+        "{stderr}"
+    );
+    let want: Vec<_> = f
+        .manifest()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.volume.as_deref() == Some("svg/data"))
+        .collect();
+    if let Some(d) = manifest::diff(&want, &got) {
+        panic!("{d}");
+    }
+}

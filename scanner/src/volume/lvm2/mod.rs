@@ -7,11 +7,15 @@
 //! volume whose extents lie on a PV that was not found, that maps extents past a PV's end, that
 //! refers to itself through its images, or whose segment type is not read here is still listed,
 //! with the error that keeps it from being read.
+//!
+//! A classic snapshot is listed under its COW LV's name (`vg/snap`) and reads as its origin at
+//! snapshot time: the origin with the copy-on-write exceptions of [`snapshot`] applied.
 
 pub mod label;
 pub mod mda;
 pub mod metadata;
 pub mod segments;
+pub mod snapshot;
 pub mod thin;
 mod vg;
 

@@ -6,8 +6,9 @@
 //!
 //! Readable here: `striped` (linear is a striped segment with one stripe), `raid0`, `mirror`
 //! and `raid1` (one image is read: all images hold the same data), `zero`, `thin` (through its
-//! pool's metadata, see [`super::thin`]). Classic snapshots, caches and parity RAID are
-//! recognised and named, and their volumes reported as not scanned.
+//! pool's metadata, see [`super::thin`]), `snapshot` (the origin through the copy-on-write
+//! store's exceptions, see [`super::snapshot`]). Caches and parity RAID are recognised and
+//! named, and their volumes reported as not scanned.
 
 use super::metadata::{Section, Value};
 use crate::error::{Error, Result};
@@ -73,6 +74,9 @@ pub enum SegmentKind {
         origin: String,
         /// The LV holding the copy-on-write store (the snapshot as users name it).
         cow_store: String,
+        /// Set when the metadata names it `merging_store`: `lvconvert --merge` is folding the
+        /// snapshot back into its origin.
+        merging: bool,
     },
     /// A segment type that is recognised but not read (thin, snapshot, cache, parity RAID...).
     Unsupported {
@@ -293,10 +297,28 @@ pub fn parse_segment(s: &Section, object: &str) -> Result<Segment> {
                 .to_string(),
             device_id: uint(s, "device_id", object)?,
         },
-        "snapshot" => SegmentKind::Snapshot {
-            origin: s.str("origin").unwrap_or_default().to_string(),
-            cow_store: s.str("cow_store").unwrap_or_default().to_string(),
-        },
+        "snapshot" => {
+            // lvm2's `_snap_text_import`: `cow_store`, or `merging_store` while merging.
+            let (cow_store, merging) = match (s.str("cow_store"), s.str("merging_store")) {
+                (Some(c), None) => (c, false),
+                (None, Some(m)) => (m, true),
+                _ => {
+                    return Err(Error::corrupt(
+                        object,
+                        s.offset,
+                        "snapshot segment needs exactly one of cow_store and merging_store",
+                    ))
+                }
+            };
+            SegmentKind::Snapshot {
+                origin: s
+                    .str("origin")
+                    .ok_or_else(|| Error::corrupt(object, s.offset, "snapshot without origin"))?
+                    .to_string(),
+                cow_store: cow_store.to_string(),
+                merging,
+            }
+        }
         other => SegmentKind::Unsupported {
             kind: other.to_string(),
         },
@@ -369,6 +391,9 @@ mod tests {
             "segment1 { start_extent = 0 extent_count = 0 type = \"striped\" stripes = [\"pv0\", 0] }",
             "segment1 { start_extent = 0 extent_count = 2 type = \"striped\" stripes = [\"pv0\"] }",
             "segment1 { start_extent = 0 extent_count = 2 stripes = [\"pv0\", 0] }",
+            "segment1 { start_extent = 0 extent_count = 2 type = \"snapshot\" chunk_size = 8 origin = \"o\" }",
+            "segment1 { start_extent = 0 extent_count = 2 type = \"snapshot\" chunk_size = 8 cow_store = \"c\" }",
+            "segment1 { start_extent = 0 extent_count = 2 type = \"snapshot\" chunk_size = 8 origin = \"o\" cow_store = \"c\" merging_store = \"c\" }",
         ] {
             assert!(seg(bad).is_err(), "{bad}");
         }

@@ -332,24 +332,169 @@ fn real_lvm2_text_parses() {
     assert_eq!(lvs.sections().count(), 3);
 }
 
+/// Metadata written by lvm2 2.03 for a classic snapshot (`vgcfgrestore` of a snapshot section,
+/// then `vgcfgbackup`): the COW LV `snap` is written hidden, `snapshot0` visible; listed are the
+/// origin and the snapshot under the COW LV's name, and a store never activated (zeros) reads
+/// as the origin.
 #[test]
-fn classic_snapshot_is_listed_and_reported_not_read() {
-    let vg = vg_with(
+fn real_lvm2_snapshot_metadata_lists_origin_and_snapshot() {
+    let text = include_str!("testdata/snapvg.txt");
+    let uuid = "8DIUXGxiZtvU11nNhcMKmoLd6kwPlch3";
+    let mut dev = vec![0u8; 64 << 20];
+    dev[(1 << 20) + 5000] = 0xAB; // origin byte 5000
+    let a: SharedSource = Arc::new(MemSource::new(dev, "pv"));
+    let mut s = scan(uuid, Some(text));
+    s.label.device_size = 64 << 20;
+    let vgs = assemble(&[(a, s)]);
+    let vg = &vgs[0];
+    let names: Vec<&str> = vg.lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["tvg/origin", "tvg/snap"]);
+    assert_eq!(lv(vg, "tvg/snap").segment_types, ["snapshot"]);
+    assert_eq!(lv(vg, "tvg/snap").size, 16 << 20);
+    let src = lv(vg, "tvg/snap").source.clone().unwrap();
+    let mut b = [0u8; 2];
+    src.read_exact_at(4999, &mut b).unwrap();
+    assert_eq!(b, [0, 0xAB]);
+}
+
+/// A VG on one PV (`pv(0x10)`) with `origin` (extents 0..4, 4 KiB) and the COW LV `snap`
+/// (extents 4..12, sixteen 512-byte chunks) holding `cow`, tied by `snapshot0` of
+/// `snap_extents` extents (`kind` names the store: `cow_store` or `merging_store`).
+fn snapshot_vg(cow: &[u8], kind: &str, snap_extents: u32) -> VolumeGroup {
+    let mut dev = pv(0x10);
+    dev[4096 + 4096..4096 + 4096 + cow.len()].copy_from_slice(cow);
+    let text = vg_text(
         &[
-            lin("origin", &[seg(0, 2, "type = \"striped\" stripes = [\"pv0\", 0]")]),
-            lin("snap", &[seg(0, 1, "type = \"striped\" stripes = [\"pv0\", 2]")]),
-            "snapshot0 { id = \"s\" status = [\"READ\"] segment1 { start_extent = 0 extent_count = 2 type = \"snapshot\" chunk_size = 8 origin = \"origin\" cow_store = \"snap\" } }".to_string(),
+            lin("origin", &[seg(0, 4, "type = \"striped\" stripes = [\"pv0\", 0]")]),
+            // As lvm2 writes it: the COW LV hidden, snapshot0 visible.
+            lin("snap", &[seg(0, 8, "type = \"striped\" stripes = [\"pv0\", 4]")])
+                .replace("\"READ\", \"VISIBLE\"", "\"READ\", \"WRITE\""),
+            format!("snapshot0 {{ id = \"s\" status = [\"READ\", \"VISIBLE\"] segment1 {{ start_extent = 0 extent_count = {snap_extents} type = \"snapshot\" chunk_size = 1 origin = \"origin\" {kind} = \"snap\" }} }}"),
         ]
         .join("\n"),
-        false,
     );
-    assert_eq!(read(&vg, "vg/origin").len(), 2048);
-    let e = err(&vg, "vg/snap");
-    assert!(
-        e.to_string().contains("classic snapshot of vg/origin"),
-        "{e}"
+    let a: SharedSource = Arc::new(MemSource::new(dev, "pvA"));
+    let mut vgs = assemble(&[(a, scan(UUID_A, Some(&text)))]);
+    vgs.remove(0)
+}
+
+/// Origin chunks 3, 1 and 6 changed after the snapshot: their old content is in the COW LV.
+fn cow_with_three_exceptions() -> Vec<u8> {
+    super::snapshot::tests::cow_device(512, 16, &[3, 1, 6], |old| 0xE0 | old as u8)
+}
+
+#[test]
+fn classic_snapshot_reads_as_the_origin_at_snapshot_time() {
+    let vg = snapshot_vg(&cow_with_three_exceptions(), "cow_store", 4);
+    let names: Vec<&str> = vg.lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["vg/origin", "vg/snap"], "snapshot0 is hidden");
+    let origin = read(&vg, "vg/origin");
+    assert_eq!(
+        origin,
+        (0..8).map(|s| sector(0x10, s)).collect::<Vec<_>>().concat()
     );
+    let snap = read(&vg, "vg/snap");
+    let want: Vec<u8> = (0..8)
+        .map(|s| match s {
+            1 | 3 | 6 => vec![0xE0 | s as u8; 512],
+            _ => sector(0x10, s),
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(snap, want);
+    assert_eq!(lv(&vg, "vg/snap").size, 4096);
     assert_eq!(lv(&vg, "vg/snap").segment_types, ["snapshot"]);
+    // Reads crossing exception boundaries, at odd offsets.
+    let src = lv(&vg, "vg/snap").source.clone().unwrap();
+    for (off, len) in [
+        (1000u64, 700usize),
+        (511, 2),
+        (3 * 512 - 1, 1026),
+        (0, 4096),
+    ] {
+        let mut b = vec![0u8; len];
+        src.read_exact_at(off, &mut b).unwrap();
+        assert_eq!(b, want[off as usize..off as usize + len], "{off}+{len}");
+    }
+    // A COW store never activated (header of zeros) reads as the origin.
+    let vg = snapshot_vg(&[0u8; 512], "cow_store", 4);
+    assert_eq!(read(&vg, "vg/snap"), origin);
+}
+
+/// `lvcreate -s --virtualsize`: a sparse snapshot over a hidden virtual origin of zeros; only
+/// the snapshot is listed, zeros but for its exceptions.
+#[test]
+fn snapshot_of_a_virtual_origin_reads_zeros_and_its_exceptions() {
+    let mut dev = pv(0x10);
+    let cow = cow_with_three_exceptions();
+    dev[4096 + 4096..4096 + 4096 + cow.len()].copy_from_slice(&cow);
+    let text = vg_text(
+        &[
+            "lvol0_vorigin { id = \"v\" status = [\"READ\", \"WRITE\"] segment1 { start_extent = 0 extent_count = 4 type = \"zero\" } }".to_string(),
+            lin("sparse", &[seg(0, 8, "type = \"striped\" stripes = [\"pv0\", 4]")])
+                .replace("\"READ\", \"VISIBLE\"", "\"READ\", \"WRITE\""),
+            "snapshot0 { id = \"s\" status = [\"READ\", \"VISIBLE\"] segment1 { start_extent = 0 extent_count = 4 type = \"snapshot\" chunk_size = 1 origin = \"lvol0_vorigin\" cow_store = \"sparse\" } }".to_string(),
+        ]
+        .join("\n"),
+    );
+    let a: SharedSource = Arc::new(MemSource::new(dev, "pvA"));
+    let vgs = assemble(&[(a, scan(UUID_A, Some(&text)))]);
+    let names: Vec<&str> = vgs[0].lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["vg/sparse"]);
+    let got = read(&vgs[0], "vg/sparse");
+    for s in 0..8usize {
+        let want = if [1, 3, 6].contains(&s) {
+            0xE0 | s as u8
+        } else {
+            0
+        };
+        assert!(
+            got[s * 512..(s + 1) * 512].iter().all(|&b| b == want),
+            "sector {s}"
+        );
+    }
+}
+
+#[test]
+fn invalid_merging_and_hostile_snapshots_are_errors_and_the_origin_is_read() {
+    // Valid flag 0: the kernel dropped the snapshot.
+    let mut cow = cow_with_three_exceptions();
+    cow[4] = 0;
+    let vg = snapshot_vg(&cow, "cow_store", 4);
+    let e = err(&vg, "vg/snap");
+    assert_eq!(e.reason(), Reason::Corrupt);
+    assert!(e.to_string().contains("invalid"), "{e}");
+    assert_eq!(read(&vg, "vg/origin").len(), 4096);
+    // An exception past the origin's 8 chunks: an error at the entry's offset.
+    let mut cow = cow_with_three_exceptions();
+    cow[512 + 16..512 + 24].copy_from_slice(&8u64.to_le_bytes());
+    let e = err(&snapshot_vg(&cow, "cow_store", 4), "vg/snap").to_string();
+    assert!(e.contains("past the origin") && e.contains("0x210"), "{e}");
+    // A snapshot whose size is not its origin's.
+    let e = err(
+        &snapshot_vg(&cow_with_three_exceptions(), "cow_store", 3),
+        "vg/snap",
+    );
+    assert!(e.to_string().contains("origin"), "{e}");
+    // Merging: the snapshot is not scanned, the origin reads as the merged state.
+    let vg = snapshot_vg(&cow_with_three_exceptions(), "merging_store", 4);
+    let e = err(&vg, "vg/snap");
+    assert!(e.to_string().contains("being merged into vg/origin"), "{e}");
+    let merged = read(&vg, "vg/origin");
+    assert_eq!(merged[512..1024], [0xE1; 512]);
+    assert_eq!(merged[..512], sector(0x10, 0)[..]);
+    // A snapshot that is its own COW store: a loop, reported, never followed.
+    let text = vg_text(
+        &[
+            lin("origin", &[seg(0, 4, "type = \"striped\" stripes = [\"pv0\", 0]")]),
+            "snapshot0 { id = \"s\" status = [\"READ\", \"VISIBLE\"] segment1 { start_extent = 0 extent_count = 4 type = \"snapshot\" chunk_size = 1 origin = \"origin\" cow_store = \"snapshot0\" } }".to_string(),
+        ]
+        .join("\n"),
+    );
+    let a: SharedSource = Arc::new(MemSource::new(pv(0x10), "pvA"));
+    let vgs = assemble(&[(a, scan(UUID_A, Some(&text)))]);
+    let names: Vec<&str> = vgs[0].lvs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["vg/origin"]);
 }
 
 /// A thin pool whose metadata `thin_restore` wrote ([`super::thin::tests::XML`]): thin volumes

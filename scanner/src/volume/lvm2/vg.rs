@@ -5,15 +5,20 @@ use std::sync::{Arc, OnceLock};
 
 use super::label::display_uuid;
 use super::metadata::Section;
-use super::segments::{self, AreaTarget, Segment, SegmentKind};
+use super::segments::{self, Segment, SegmentKind};
+use super::snapshot::ExceptionStore;
 use super::thin::ThinSuperblock;
 use super::{PvScan, VgText};
 use crate::block::SharedSource;
 use crate::error::{Error, Result};
 
+mod mapping;
 mod read;
 mod resolve;
+mod snapshots;
+use mapping::{kind_name, map_segments};
 use resolve::resolve;
+use snapshots::Snapshots;
 
 /// Most logical volumes in one VG.
 pub const MAX_LVS: usize = 65_536;
@@ -57,6 +62,12 @@ enum Mapping {
         pool: usize,
         device_id: u64,
     },
+    /// A classic snapshot (lvm2's hidden `snapshotN` LV): the origin LV with the exceptions in
+    /// the COW LV's store applied. Always the LV's only segment.
+    Snapshot {
+        origin: usize,
+        cow: usize,
+    },
     /// Identical images; `chosen` is the first readable one (decided at assembly).
     Mirror {
         images: Vec<Place>,
@@ -89,6 +100,8 @@ struct VgMap {
     lvs: Vec<LvMap>,
     /// Per LV: its thin pool superblock, read on first use (only pool LVs use theirs).
     thin: Vec<OnceLock<std::result::Result<ThinSuperblock, Arc<Error>>>>,
+    /// Per LV: a snapshot's exception store, read at assembly (only snapshot LVs use theirs).
+    snap: Vec<OnceLock<std::result::Result<Arc<ExceptionStore>, Arc<Error>>>>,
 }
 
 /// A logical volume as a block source: reads are split at segment and stripe boundaries and sent
@@ -247,7 +260,7 @@ fn build(
     };
     let object = format!("{from} VG {} metadata", vt.vg_name);
     match build_map(&vt.vg, &vt.vg_name, pvs, by_uuid, &object) {
-        Ok((map, errors, visible, uuids, types)) => {
+        Ok((map, errors, visible, uuids, types, snaps)) => {
             vg.members = map.pvs.iter().filter_map(|p| p.found).collect();
             vg.missing = map
                 .pvs
@@ -256,17 +269,21 @@ fn build(
                 .map(|p| display_uuid(&p.uuid))
                 .collect();
             let (map, readable) = resolve(map, errors);
+            let readable = snaps.load(&map, readable);
             for lv in visible {
                 let lv_map = &map.lvs[lv];
                 let name = format!("{}/{}", vt.vg_name, lv_map.name);
-                let size = lv_map.extents.saturating_mul(map.extent_bytes);
                 let (home, home_offset) = first_pv(&map, lv, 0)
                     .map(|(slot, off)| (map.pvs[slot].found, off))
                     .unwrap_or((None, 0));
+                // A snapshot's COW LV is listed as the snapshot; an origin being merged into
+                // reads as the merged state. Both read through the hidden snapshot LV.
+                let read_as = snaps.read_as(lv);
+                let size = map.lvs[read_as].extents.saturating_mul(map.extent_bytes);
                 let source = readable[lv].clone().map(|()| {
                     Arc::new(LogicalVolume {
                         vg: map.clone(),
-                        lv,
+                        lv: read_as,
                         name: name.clone(),
                         size,
                     }) as SharedSource
@@ -293,6 +310,7 @@ type Built = (
     Vec<usize>,
     Vec<String>,
     Vec<Vec<String>>,
+    Snapshots,
 );
 
 fn build_map(
@@ -388,12 +406,18 @@ fn build_map(
                     })
                     .unwrap_or_default(),
             );
-            // A thin pool holds other volumes' blocks, not a filesystem: not listed itself.
-            let is_pool = segs.as_ref().is_ok_and(|v| {
-                v.iter()
-                    .any(|s| matches!(s.kind, SegmentKind::ThinPool { .. }))
+            // A thin pool holds other volumes' blocks, not a filesystem, and a classic
+            // snapshot's hidden `snapshotN` LV is listed under its COW LV's name: neither is
+            // listed itself.
+            let hidden = segs.as_ref().is_ok_and(|v| {
+                v.iter().any(|s| {
+                    matches!(
+                        s.kind,
+                        SegmentKind::ThinPool { .. } | SegmentKind::Snapshot { .. }
+                    )
+                })
             });
-            if lv.has_flag("status", "VISIBLE") && !is_pool {
+            if lv.has_flag("status", "VISIBLE") && !hidden {
                 visible.push(lvs.len());
             }
             uuids.push(lv.str("id").unwrap_or("").to_string());
@@ -403,16 +427,6 @@ fn build_map(
                 segments: Vec::new(),
             });
             raw_segments.push(segs);
-        }
-    }
-    // A classic snapshot's COW store LV holds exceptions, not a filesystem: report it as the
-    // snapshot it is rather than as a volume without a filesystem.
-    let mut cow_of: HashMap<String, String> = HashMap::new();
-    for segs in raw_segments.iter().flatten() {
-        for seg in segs {
-            if let SegmentKind::Snapshot { origin, cow_store } = &seg.kind {
-                cow_of.insert(cow_store.clone(), origin.clone());
-            }
         }
     }
     let names: HashMap<String, usize> = lvs
@@ -431,20 +445,21 @@ fn build_map(
         pvs: Vec::new(),
         lvs: Vec::new(),
         thin: Vec::new(),
+        snap: Vec::new(),
     };
+    let snaps = Snapshots::find(&raw_segments, &names, vg_name);
+    // lvm2 writes a COW LV without VISIBLE (`lv_set_hidden` in `init_snapshot_seg`) yet lists
+    // it as the snapshot (`lv_is_visible`): so do we.
+    for cow in snaps.cow_lvs() {
+        types[cow] = vec!["snapshot".into()];
+        if !visible.contains(&cow) {
+            visible.push(cow);
+        }
+    }
+    visible.sort_unstable();
     let mut errors: Vec<Option<Error>> = Vec::new();
     for (i, segs) in raw_segments.into_iter().enumerate() {
         let lv_object = format!("{object}: LV {vg_name}/{}", lvs[i].name);
-        if let Some(origin) = cow_of.get(&lvs[i].name) {
-            types[i] = vec!["snapshot".into()];
-            errors.push(Some(Error::unsupported(
-                &lv_object,
-                format!(
-                    "classic snapshot of {vg_name}/{origin}: copy-on-write exceptions are not read"
-                ),
-            )));
-            continue;
-        }
         match segs.and_then(|s| map_segments(s, &keys, &slots, &names, extent_bytes, &lv_object)) {
             Ok((mapped, extents)) => {
                 lvs[i].segments = mapped;
@@ -456,157 +471,9 @@ fn build_map(
     }
     map.pvs = slots;
     map.thin = (0..lvs.len()).map(|_| OnceLock::new()).collect();
+    map.snap = (0..lvs.len()).map(|_| OnceLock::new()).collect();
     map.lvs = lvs;
-    Ok((map, errors, visible, uuids, types))
-}
-
-fn kind_name(k: &SegmentKind) -> String {
-    match k {
-        SegmentKind::Striped { areas, .. } if areas.len() == 1 => "linear".into(),
-        SegmentKind::Striped { .. } => "striped".into(),
-        SegmentKind::Mirrored { .. } => "mirror".into(),
-        SegmentKind::Zero => "zero".into(),
-        SegmentKind::Snapshot { .. } => "snapshot".into(),
-        SegmentKind::ThinPool { .. } => "thin-pool".into(),
-        SegmentKind::Thin { .. } => "thin".into(),
-        SegmentKind::Unsupported { kind } => kind.clone(),
-    }
-}
-
-fn map_segments(
-    mut segs: Vec<Segment>,
-    keys: &HashMap<&str, usize>,
-    slots: &[PvSlot],
-    names: &HashMap<String, usize>,
-    extent_bytes: u64,
-    object: &str,
-) -> Result<(Vec<MappedSegment>, u64)> {
-    if segs.len() > segments::MAX_SEGMENTS {
-        return Err(Error::limit(
-            object,
-            format!("more than {} segments", segments::MAX_SEGMENTS),
-        ));
-    }
-    segs.sort_by_key(|s| s.start_extent);
-    let mut next = 0u64;
-    let mut out = Vec::with_capacity(segs.len());
-    for s in segs {
-        if s.start_extent != next {
-            return Err(Error::corrupt(
-                object,
-                s.offset,
-                format!(
-                    "segment at extent {} does not follow the previous one (ends at {next}): overlap or gap",
-                    s.start_extent
-                ),
-            ));
-        }
-        next = s
-            .start_extent
-            .checked_add(s.extent_count)
-            .ok_or_else(|| Error::corrupt(object, s.offset, "extent count overflows"))?;
-        let too_big = || Error::corrupt(object, s.offset, "segment size overflows");
-        let len = s
-            .extent_count
-            .checked_mul(extent_bytes)
-            .ok_or_else(too_big)?;
-        let start = s
-            .start_extent
-            .checked_mul(extent_bytes)
-            .ok_or_else(too_big)?;
-        let area_extents = s.area_extents();
-        let area_bytes = area_extents.checked_mul(extent_bytes).ok_or_else(too_big)?;
-        let place = |a: &segments::Area| -> Result<Place> {
-            let end = a
-                .start_extent
-                .checked_add(area_extents)
-                .ok_or_else(too_big)?;
-            match &a.target {
-                AreaTarget::Pv(key) => {
-                    let slot = *keys.get(key.as_str()).ok_or_else(|| {
-                        Error::corrupt(object, s.offset, format!("segment names unknown PV {key}"))
-                    })?;
-                    if end > slots[slot].pe_count {
-                        return Err(Error::corrupt(
-                            object,
-                            s.offset,
-                            format!(
-                                "segment maps extents {}..{end} of {key}, which has {}",
-                                a.start_extent, slots[slot].pe_count
-                            ),
-                        ));
-                    }
-                    Ok(Place::Pv {
-                        slot,
-                        start_extent: a.start_extent,
-                    })
-                }
-                AreaTarget::Lv(name) => {
-                    let lv = *names.get(name).ok_or_else(|| {
-                        Error::corrupt(object, s.offset, format!("segment names unknown LV {name}"))
-                    })?;
-                    Ok(Place::Lv {
-                        lv,
-                        start_extent: a.start_extent,
-                    })
-                }
-            }
-        };
-        let mapping = match &s.kind {
-            SegmentKind::Striped {
-                stripe_sectors,
-                areas,
-            } => Mapping::Striped {
-                stripe_bytes: stripe_sectors.checked_mul(512).ok_or_else(too_big)?,
-                areas: areas.iter().map(place).collect::<Result<_>>()?,
-            },
-            SegmentKind::Mirrored { images } => Mapping::Mirror {
-                images: images.iter().map(place).collect::<Result<_>>()?,
-                chosen: 0,
-            },
-            SegmentKind::Zero => Mapping::Zero,
-            SegmentKind::Unsupported { kind } => {
-                return Err(Error::unsupported(
-                    object,
-                    format!("LVM2 {kind} segments are not read"),
-                ))
-            }
-            SegmentKind::ThinPool { metadata, data } => {
-                let lv = |n: &String| {
-                    names.get(n).copied().ok_or_else(|| {
-                        Error::corrupt(object, s.offset, format!("thin pool names unknown LV {n}"))
-                    })
-                };
-                Mapping::Pool {
-                    meta: lv(metadata)?,
-                    data: lv(data)?,
-                }
-            }
-            SegmentKind::Thin { pool, device_id } => Mapping::Thin {
-                pool: names.get(pool).copied().ok_or_else(|| {
-                    Error::corrupt(
-                        object,
-                        s.offset,
-                        format!("thin LV names unknown pool {pool}"),
-                    )
-                })?,
-                device_id: *device_id,
-            },
-            SegmentKind::Snapshot { origin, .. } => {
-                return Err(Error::unsupported(
-                    object,
-                    format!("classic snapshot of {origin}: copy-on-write exceptions are not read"),
-                ))
-            }
-        };
-        out.push(MappedSegment {
-            start,
-            len,
-            area_bytes,
-            mapping,
-        });
-    }
-    Ok((out, next))
+    Ok((map, errors, visible, uuids, types, snaps))
 }
 
 /// The PV slot and byte offset of LV `lv`'s first extent.
@@ -618,7 +485,9 @@ fn first_pv(map: &VgMap, lv: usize, depth: usize) -> Option<(usize, u64)> {
     let place = match &seg.mapping {
         Mapping::Striped { areas, .. } => *areas.first()?,
         Mapping::Mirror { images, chosen } => *images.get(*chosen)?,
-        Mapping::Zero | Mapping::Pool { .. } | Mapping::Thin { .. } => return None,
+        Mapping::Zero | Mapping::Pool { .. } | Mapping::Thin { .. } | Mapping::Snapshot { .. } => {
+            return None
+        }
     };
     match place {
         Place::Pv { slot, start_extent } => Some((

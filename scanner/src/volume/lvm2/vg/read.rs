@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::super::snapshot::Placement;
 use super::super::thin;
 use super::{missing, LogicalVolume, Mapping, Place, VgMap, MAX_LV_NESTING};
 use crate::block::{check_bounds, BlockSource};
@@ -24,7 +25,13 @@ impl BlockSource for LogicalVolume {
 }
 
 impl VgMap {
-    fn read(&self, lv: usize, mut offset: u64, mut buf: &mut [u8], depth: usize) -> Result<()> {
+    pub(super) fn read(
+        &self,
+        lv: usize,
+        mut offset: u64,
+        mut buf: &mut [u8],
+        depth: usize,
+    ) -> Result<()> {
         let map = self
             .lvs
             .get(lv)
@@ -61,6 +68,19 @@ impl VgMap {
                 Mapping::Thin { pool, device_id } => {
                     let k = usize::try_from(n).unwrap_or(buf.len());
                     n = self.read_thin(*pool, *device_id, offset, &mut buf[..k], depth)?;
+                }
+                Mapping::Snapshot { origin, cow } => {
+                    // The only segment (checked at assembly): LV offsets are origin offsets.
+                    let store = self.exception_store(lv, depth).map_err(|e| {
+                        Error::corrupt(format!("{}/{}", self.name, map.name), 0, e.to_string())
+                    })?;
+                    let (from, at, len) = match store.place(offset, n) {
+                        Placement::Origin { len } => (*origin, offset, len),
+                        Placement::Cow { at, len } => (*cow, at, len),
+                    };
+                    n = len;
+                    let k = usize::try_from(n).unwrap_or(buf.len());
+                    self.read(from, at, &mut buf[..k], depth + 1)?;
                 }
                 Mapping::Mirror { images, chosen } => {
                     let k = usize::try_from(n).unwrap_or(buf.len());

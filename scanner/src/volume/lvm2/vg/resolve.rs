@@ -70,6 +70,26 @@ impl Resolver<'_> {
                         )))
                     }
                 }
+                Mapping::Snapshot { origin, cow } => {
+                    let (origin, cow) = (*origin, *cow);
+                    self.check(origin, depth + 1)
+                        .and_then(|()| self.check(cow, depth + 1))
+                        .and_then(|()| {
+                            let (o, s) = (map.lvs[origin].extents, map.lvs[lv].extents);
+                            if o == s {
+                                Ok(())
+                            } else {
+                                Err(Arc::new(Error::corrupt(
+                                    object(),
+                                    seg.start,
+                                    format!(
+                                        "snapshot of {s} extents, but its origin {} has {o}",
+                                        map.lvs[origin].name
+                                    ),
+                                )))
+                            }
+                        })
+                }
                 Mapping::Striped { areas, .. } => areas
                     .iter()
                     .try_for_each(|p| self.check_place(lv, *p, seg, depth)),
