@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod images;
 pub mod journal;
 pub mod layers;
+pub mod libvirt;
 pub mod lvm;
 pub mod manifest;
 pub mod md;

@@ -8,12 +8,13 @@ mod auth;
 mod jobs;
 mod listings;
 mod reports;
+mod vms;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
 use crate::store::{Store, StoreError};
@@ -85,6 +86,19 @@ pub fn router<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
         )
         .route("/api/v1/jobs/claim", post(jobs::claim::<S>))
         .route("/api/v1/jobs/{id}/complete", post(jobs::complete::<S>))
+        .route(
+            "/api/v1/hypervisors",
+            get(vms::list_hypervisors::<S>).post(vms::add_hypervisor::<S>),
+        )
+        .route(
+            "/api/v1/hypervisors/{name}",
+            delete(vms::remove_hypervisor::<S>),
+        )
+        .route("/api/v1/vms", get(vms::list_vms::<S>))
+        .route("/api/v1/vms/{uuid}", get(vms::vm::<S>))
+        .route("/api/v1/vms/{uuid}/scan", post(vms::scan_vm::<S>))
+        .route("/api/v1/vm-jobs", get(vms::list_vm_jobs::<S>))
+        .route("/api/v1/vm-jobs/log", get(vms::vm_job_log::<S>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -7,8 +7,12 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+pub mod vms;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod vms_tests;
 
 use std::future::Future;
 
@@ -376,8 +380,9 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// What the manager needs from a database. Every method is one transaction.
-pub trait Store: Clone + Send + Sync + 'static {
+/// What the manager needs from a database. Every method is one transaction. The hypervisor
+/// side (connections, VM inventory, VM jobs) is [`vms::VmStore`].
+pub trait Store: vms::VmStore + Clone + Send + Sync + 'static {
     /// Stores a token (only its hash); returns its id. [`StoreError::Conflict`] if the name is
     /// taken.
     fn create_token(

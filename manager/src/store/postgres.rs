@@ -12,11 +12,18 @@ use sqlx::{Pool, Postgres, SqlSafeStr, Transaction};
 use super::StoreResult;
 
 /// The schema, embedded so that the binary stands alone.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "vms",
+        include_str!("../../migrations/postgres/0002_vms.sql"),
+    ),
+];
 
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 16;
@@ -26,6 +33,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CLAIM_JOB: &str = crate::claim_job_sql!("FOR UPDATE SKIP LOCKED");
 const CLAIM_DELIVERY: &str = crate::claim_delivery_sql!("FOR UPDATE SKIP LOCKED");
+/// Serializes VM job starts (self-conflicting, readers still read), so that two managers cannot
+/// both count the same open backups and pass a concurrency limit together.
+const LOCK_VM_JOBS: &str = "LOCK TABLE vm_jobs IN SHARE ROW EXCLUSIVE MODE";
 
 /// A PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -75,3 +85,4 @@ async fn begin_write(pool: &Pool<Postgres>) -> Result<Transaction<'static, Postg
 }
 
 impl_store!(PgStore);
+impl_vm_store!(PgStore);

@@ -13,11 +13,18 @@ use sqlx::{Pool, SqlSafeStr, Sqlite, Transaction};
 use super::StoreResult;
 
 /// The schema, embedded so that the binary stands alone.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/sqlite/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        2,
+        "vms",
+        include_str!("../../migrations/sqlite/0002_vms.sql"),
+    ),
+];
 
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,6 +34,8 @@ const MAX_CONNECTIONS: u32 = 8;
 
 const CLAIM_JOB: &str = crate::claim_job_sql!("");
 const CLAIM_DELIVERY: &str = crate::claim_delivery_sql!("");
+/// VM job starts are serialized by `BEGIN IMMEDIATE` already.
+const LOCK_VM_JOBS: &str = "";
 
 /// A SQLite database.
 #[derive(Debug, Clone)]
@@ -81,3 +90,4 @@ async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>
 }
 
 impl_store!(SqliteStore);
+impl_vm_store!(SqliteStore);
