@@ -245,7 +245,10 @@ mod libvirt {
         }
 
         fn start(&mut self) {
-            let base = 20_000 + (std::process::id() % 2000) * 16;
+            // Each world its own ports: tests of this binary run in parallel.
+            static WORLDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let world = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+            let base = 20_000 + (std::process::id() % 1000) * 64 + world * 16;
             let ports = format!("{base}-{}", base + 15);
             let work = self.work_dir();
             let m = Manager::start(

@@ -7,8 +7,11 @@
 
 #[macro_use]
 mod shared;
-#[macro_use]
 pub mod vms;
+#[macro_use]
+mod vms_inventory;
+#[macro_use]
+mod vms_jobs;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -381,8 +384,8 @@ pub struct Session {
 }
 
 /// What the manager needs from a database. Every method is one transaction. The hypervisor
-/// side (connections, VM inventory, VM jobs) is [`vms::VmStore`].
-pub trait Store: vms::VmStore + Clone + Send + Sync + 'static {
+/// side is [`vms::VmStore`] (connections, VM inventory) and [`vms::VmJobStore`] (VM jobs).
+pub trait Store: vms::VmStore + vms::VmJobStore + Clone + Send + Sync + 'static {
     /// Stores a token (only its hash); returns its id. [`StoreError::Conflict`] if the name is
     /// taken.
     fn create_token(

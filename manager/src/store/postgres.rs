@@ -86,3 +86,4 @@ async fn begin_write(pool: &Pool<Postgres>) -> Result<Transaction<'static, Postg
 
 impl_store!(PgStore);
 impl_vm_store!(PgStore);
+impl_vm_job_store!(PgStore);

@@ -91,3 +91,4 @@ async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>
 
 impl_store!(SqliteStore);
 impl_vm_store!(SqliteStore);
+impl_vm_job_store!(SqliteStore);
