@@ -2,7 +2,7 @@
 //! in-process, one running domain `test`) as a registered connection of the real
 //! `coldscan-manager serve`. The inventory lists its VM; a VM scan fails with the driver's reason
 //! (it has no backup jobs) and that is what the API, the CLI and the VMs page show; connections
-//! are added and removed through the CLI and the API.
+//! are added and removed through the CLI and the API. On SQLite and on PostgreSQL.
 
 mod common;
 
@@ -44,7 +44,18 @@ fn vms_page(m: &Manager, admin: &str) -> String {
 #[test]
 fn the_test_driver_vm_is_inventoried_and_a_failed_scan_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sqlite_db(dir.path());
+    test_driver_scenario(&sqlite_db(dir.path()), dir.path());
+}
+
+/// The same on PostgreSQL (its SQL dialect and the VM job table lock).
+#[test]
+fn postgres_the_test_driver_vm_is_inventoried_and_a_failed_scan_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    test_driver_scenario(&common::postgres::cluster().new_database(), dir.path());
+}
+
+fn test_driver_scenario(db: &str, dir: &std::path::Path) {
+    let db = db.to_string();
     let admin = token(&db, "admin", "ops");
     manager_cli(&db, &["hypervisor", "add", "lab", "test:///default"]);
     let listed = manager_cli(&db, &["hypervisor", "list"]);
@@ -52,7 +63,7 @@ fn the_test_driver_vm_is_inventoried_and_a_failed_scan_says_why() {
         listed.starts_with("lab\ttest:///default\tmax backups 4"),
         "{listed}"
     );
-    let work = dir.path().join("work");
+    let work = dir.join("work");
     let m = Manager::start(
         &db,
         &[
