@@ -222,3 +222,48 @@ fn limits_and_windows() {
     );
     assert!(!in_window(Some((23 * 60, 60)), 12 * 60 * 60));
 }
+
+#[tokio::test]
+async fn scheduled_scans_are_queued_when_due_inside_their_window_once() {
+    let (_d, s) = store().await;
+    s.add_hypervisor("a", "test:///a", 4, None, 1)
+        .await
+        .unwrap();
+    s.sync_inventory("a", &[seen("u1", "web", None), seen("u2", "db", None)], 1)
+        .await
+        .unwrap();
+    // 10:00 UTC on day 1.
+    let ten = 86_400 + 10 * 3600;
+    let inside = VmPolicy {
+        scan_interval: Some(3600),
+        window: Some((9 * 60, 12 * 60)),
+        labels: vec![],
+    };
+    let outside = VmPolicy {
+        window: Some((22 * 60, 4 * 60)),
+        ..inside.clone()
+    };
+    s.set_vm_policy("u1", &inside, ten).await.unwrap();
+    s.set_vm_policy("u2", &outside, ten).await.unwrap();
+    let queued = s.enqueue_due_scans(ten).await.unwrap();
+    assert_eq!(queued.len(), 1, "only the VM inside its window");
+    let jobs = s.vm_jobs_in("queued", 10).await.unwrap();
+    assert_eq!(jobs[0].uuid, "u1");
+    assert_eq!(
+        s.find_vm("u1").await.unwrap().unwrap().next_scan,
+        Some(ten + 3600)
+    );
+    // Not again while one is open, nor before it is due.
+    assert!(s.enqueue_due_scans(ten + 4000).await.unwrap().is_empty());
+    s.end_vm_job(jobs[0].id, &VmJobEnd::Done, "end", ten + 4000)
+        .await
+        .unwrap();
+    assert_eq!(s.enqueue_due_scans(ten + 4000).await.unwrap().len(), 1);
+    // u2 waits for its window (22:00).
+    assert!(s
+        .vm_jobs_in("queued", 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|j| j.uuid == "u1"));
+}
