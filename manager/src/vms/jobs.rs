@@ -88,15 +88,15 @@ impl<S: Store> Driver<S> {
             "the manager holding its backup ({owner}) stopped; its backup was ended{}",
             retry_note(job)
         );
-        let plan: Option<BackupPlan> = job
+        let recorded: Option<RecordedBackup> = job
             .backup
             .as_deref()
             .and_then(|b| serde_json::from_str(b).ok());
-        let hypervisors = self.store.list_hypervisors().await?;
-        let uri = hypervisors
-            .iter()
-            .find(|h| h.name == job.hypervisor)
-            .map(|h| h.uri.clone());
+        // The URI as recorded: the connection may have been removed since.
+        let (plan, uri) = match recorded {
+            Some(r) => (Some(r.plan), Some(r.uri)),
+            None => (None, None),
+        };
         let detail = match (plan, uri) {
             (Some(plan), Some(uri)) => {
                 let hv = match self.connections.get(&job.hypervisor, &uri).await {
@@ -124,11 +124,7 @@ impl<S: Store> Driver<S> {
                     }
                 }
             }
-            (None, _) => "no backup plan was recorded".to_string(),
-            (_, None) => format!(
-                "connection {} was removed: its backup could not be checked",
-                job.hypervisor
-            ),
+            _ => "no backup plan was recorded".to_string(),
         };
         self.store
             .log_vm_job(job.id, "left-over", Some(&job.hypervisor), &detail, now)
@@ -165,6 +161,10 @@ impl<S: Store> Driver<S> {
             Some(retry_or_fail(
                 job,
                 format!("{}{}", why.join("; "), retry_note(job)),
+            ))
+        } else if disks.is_empty() {
+            Some(VmJobEnd::Failed(
+                "no disk job was queued for its backup".into(),
             ))
         } else if disks
             .iter()
@@ -323,7 +323,11 @@ impl<S: Store> Driver<S> {
                     }
                     _ => BackupPlan::local(&self.settings.work_dir, &tag, None),
                 };
-                let recorded = serde_json::to_string(&plan).unwrap_or_default();
+                let recorded = serde_json::to_string(&RecordedBackup {
+                    uri: hv_row.uri.clone(),
+                    plan: plan.clone(),
+                })
+                .unwrap_or_default();
                 let claim = VmJobClaim {
                     id: job.id,
                     owner: &self.settings.owner,
@@ -387,6 +391,16 @@ impl<S: Store> Driver<S> {
         self.store.add_disk_jobs(job.id, &disks, now).await?;
         Ok(())
     }
+}
+
+/// What a VM job records before its backup begins (`vm_jobs.backup`), so that whoever finds it
+/// left over can reach the hypervisor and tell the backup is this one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RecordedBackup {
+    /// The connection's URI at the time.
+    uri: String,
+    /// The backup's plan.
+    plan: BackupPlan,
 }
 
 /// Retry while attempts remain, else fail.
