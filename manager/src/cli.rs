@@ -62,6 +62,34 @@ pub enum Command {
     /// Act on libvirt domains (quarantine).
     #[command(subcommand)]
     Vm(crate::libvirt::quarantine_cli::VmCommand),
+    /// Manage hypervisor connections (libvirt).
+    #[command(subcommand)]
+    Hypervisor(crate::vm_cli::HypervisorCommand),
+    /// List the VM inventory with each VM's last scan.
+    Vms {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a scan of a running VM (name or UUID) through a point-in-time backup.
+    ScanVm {
+        /// The VM: name or UUID.
+        vm: String,
+        /// Only this appliance may scan its disks.
+        #[arg(long)]
+        appliance: Option<String>,
+    },
+    /// List VM scan jobs with their disk jobs, newest first.
+    VmJobs {
+        /// Only this VM (name or UUID).
+        #[arg(long)]
+        vm: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a VM's scan policy (kept by UUID: it follows renames and migrations).
+    VmPolicy(crate::vm_cli::PolicyArgs),
 }
 
 /// `serve` options.
@@ -79,6 +107,41 @@ pub struct ServeArgs {
     /// Base of the webhook retry backoff in milliseconds (waits base * 2^attempt, at least 1 s).
     #[arg(long, default_value_t = 1000)]
     pub webhook_backoff_ms: u64,
+    /// Address VM backups' NBD servers listen on (TCP, on the hypervisor host) for connections
+    /// without their own (`hypervisor add --nbd-listen`); without it, local connections export
+    /// on a unix socket (for a scanner on this host).
+    #[arg(long, value_name = "IP")]
+    pub nbd_listen: Option<String>,
+    /// TCP ports for NBD servers, `FIRST-LAST`.
+    #[arg(long, default_value = "10809-10872", value_parser = parse_ports)]
+    pub nbd_ports: (u16, u16),
+    /// Where local VM backups keep their unix socket and scratch files.
+    #[arg(long, default_value = "/var/lib/coldscan-manager/backups")]
+    pub work_dir: PathBuf,
+    /// Seconds between two inventory reads of a hypervisor connection.
+    #[arg(long, default_value_t = 10)]
+    pub inventory_interval: u64,
+    /// Milliseconds between two looks at the VM jobs.
+    #[arg(long, default_value_t = 1000)]
+    pub vm_tick_ms: u64,
+    /// VM backups open at once per storage pool (`hypervisor pool-limit` sets one pool's).
+    #[arg(long, default_value_t = crate::store::vms::DEFAULT_MAX_BACKUPS)]
+    pub pool_backups: i64,
+    /// This manager's name as the holder of VM backups (default: the host name); keep it
+    /// across restarts so that a restarted manager ends the backups it left.
+    #[arg(long)]
+    pub manager_id: Option<String>,
+    /// Seconds of silence after which another manager's VM backups are ended.
+    #[arg(long, default_value_t = 60)]
+    pub stale_after: i64,
+}
+
+/// Parses `FIRST-LAST` port ranges.
+pub fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    s.split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .filter(|(a, b): &(u16, u16)| *a > 0 && a <= b)
+        .ok_or_else(|| format!("{s:?} is not a port range like 10809-10872"))
 }
 
 /// `token` subcommands.
@@ -289,6 +352,13 @@ pub async fn run<S: Store>(store: S, command: Command) -> anyhow::Result<()> {
         }
         Command::Signatures(c) => crate::signatures::run(&store, c).await?,
         Command::Vm(c) => crate::libvirt::quarantine_cli::run(&store, c).await?,
+        Command::Hypervisor(c) => crate::vm_cli::hypervisor(&store, c).await?,
+        Command::Vms { json } => crate::vm_cli::vms(&store, json).await?,
+        Command::ScanVm { vm, appliance } => {
+            crate::vm_cli::scan_vm(&store, &vm, appliance.as_deref()).await?
+        }
+        Command::VmJobs { vm, json } => crate::vm_cli::vm_jobs(&store, vm.as_deref(), json).await?,
+        Command::VmPolicy(args) => crate::vm_cli::vm_policy(&store, args).await?,
     }
     Ok(())
 }
@@ -305,5 +375,12 @@ mod tests {
         assert_eq!(super::parse_size("4096"), Ok(4096));
         assert!(super::parse_size("0").is_err());
         assert!(super::parse_size("x").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(super::parse_ports("10809-10872"), Ok((10809, 10872)));
+        assert!(super::parse_ports("10872-10809").is_err());
+        assert!(super::parse_ports("0-5").is_err());
     }
 }

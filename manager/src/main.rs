@@ -7,7 +7,7 @@
 
 mod api;
 mod cli;
-// The libvirt connector; jobs and the CLI do not drive it yet (its e2e test does).
+// The libvirt connector (`scan_domain`, the direct local scan, is used by its e2e test only).
 #[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod libvirt;
 mod report;
@@ -15,6 +15,8 @@ mod signatures;
 mod store;
 mod time;
 mod tokens;
+mod vm_cli;
+mod vms;
 mod web;
 mod webhook;
 
@@ -93,16 +95,28 @@ async fn serve<S: Store>(store: S, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let worker = tokio::spawn(webhook::worker(
-        store,
+        store.clone(),
         args.webhook_backoff_ms,
         WEBHOOK_POLL,
     ));
+    let vm_settings = vms::VmSettings {
+        owner: args.manager_id.clone().unwrap_or_else(vms::host_name),
+        work_dir: args.work_dir.clone(),
+        nbd_listen: args.nbd_listen.clone(),
+        nbd_ports: args.nbd_ports,
+        inventory_interval: Duration::from_secs(args.inventory_interval.max(1)),
+        tick: Duration::from_millis(args.vm_tick_ms.max(50)),
+        pool_backups: args.pool_backups.max(1),
+        stale_after: args.stale_after.max(1),
+    };
+    let vm_side = tokio::spawn(vms::run(store, vm_settings));
     println!("coldscan-manager listening on http://{addr}");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;
     worker.abort();
+    vm_side.abort();
     Ok(())
 }
 

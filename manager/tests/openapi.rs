@@ -111,6 +111,9 @@ fn the_documented_api_is_the_served_api() {
                     }
                     .to_string()
                 )
+                // The hypervisor the POST example registers; a VM the inventory does not have.
+                .replace("{name}", "kvm-01")
+                .replace("{uuid}", "no-such-vm")
             );
             let role = op["security"]
                 .as_array()

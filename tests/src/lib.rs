@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod images;
 pub mod journal;
 pub mod layers;
+pub mod libvirt;
 pub mod lvm;
 pub mod lvm_snapshot;
 pub mod manifest;

@@ -10,12 +10,13 @@ mod listings;
 mod quarantine;
 mod reports;
 mod signatures;
+mod vms;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
 use crate::store::{Store, StoreError};
@@ -97,6 +98,19 @@ pub fn router<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
             "/api/v1/quarantines/release",
             post(quarantine::release::<S>),
         )
+        .route(
+            "/api/v1/hypervisors",
+            get(vms::list_hypervisors::<S>).post(vms::add_hypervisor::<S>),
+        )
+        .route(
+            "/api/v1/hypervisors/{name}",
+            delete(vms::remove_hypervisor::<S>),
+        )
+        .route("/api/v1/vms", get(vms::list_vms::<S>))
+        .route("/api/v1/vms/{uuid}", get(vms::vm::<S>))
+        .route("/api/v1/vms/{uuid}/scan", post(vms::scan_vm::<S>))
+        .route("/api/v1/vm-jobs", get(vms::list_vm_jobs::<S>))
+        .route("/api/v1/vm-jobs/log", get(vms::vm_job_log::<S>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

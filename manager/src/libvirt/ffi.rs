@@ -1,6 +1,6 @@
-//! The two libvirt calls that the `virt` crate (0.4/0.5) has no safe wrapper for:
-//! `virDomainBackupBegin` and `virDomainAbortJob` (libvirt's `libvirt-domain.h`). Everything else
-//! goes through `virt`'s safe API.
+//! The libvirt calls that the `virt` crate (0.4/0.5) has no safe wrapper for:
+//! `virDomainBackupBegin`, `virDomainBackupGetXMLDesc` and `virDomainAbortJob` (libvirt's
+//! `libvirt-domain.h`). Everything else goes through `virt`'s safe API.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
@@ -31,4 +31,22 @@ pub fn abort_job(domain: &Domain) -> Result<(), Error> {
         return Err(Error::last_error());
     }
     Ok(())
+}
+
+/// The `<domainbackup>` XML of the domain's running backup job (with the NBD server's actual
+/// address), or an error when it has none.
+pub fn backup_xml(domain: &Domain) -> Result<String, Error> {
+    // SAFETY: `domain.as_ptr()` is a live virDomainPtr owned by `domain` for the whole call.
+    let ptr = unsafe { virt::sys::virDomainBackupGetXMLDesc(domain.as_ptr(), 0) };
+    if ptr.is_null() {
+        return Err(Error::last_error());
+    }
+    // SAFETY: on success libvirt returns a NUL-terminated string that the caller owns and must
+    // release with free(); it is copied before being freed exactly once, and not used after.
+    let text = unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: see above: `ptr` came from libvirt's malloc and is freed once.
+    unsafe { libc::free(ptr.cast()) };
+    Ok(text)
 }

@@ -8,6 +8,7 @@
 
 mod backup;
 mod ffi;
+mod inventory;
 pub mod quarantine;
 pub mod quarantine_cli;
 mod scan;
@@ -21,8 +22,9 @@ mod tests;
 use virt::connect::Connect;
 use virt::domain::Domain;
 
-pub use backup::PullBackup;
-pub use scan::{scan_domain, vm_target, DiskScan, ScanError, ScanSettings};
+pub use backup::{end_recorded, BackupPlan, LeftOver, PullBackup};
+pub use inventory::is_local;
+pub use scan::{blocking, scan_domain, vm_target, DiskScan, ScanError, ScanSettings};
 pub use xml::DiskInfo;
 
 /// What can go wrong talking to libvirt.

@@ -1,9 +1,42 @@
-//! `coldscan-manager vm quarantine|release --uri URI DOMAIN`: the quarantine of a libvirt domain
+//! `coldscan-manager vm quarantine|release [--uri URI] DOMAIN`: the quarantine of a libvirt domain
 //! from the command line ([`super::quarantine`]), logged as done by `cli`.
 
 use crate::libvirt::quarantine::{self, Actor, Outcome};
 use crate::libvirt::Hypervisor;
-use crate::store::quarantine::QuarantineStore;
+use crate::store::Store;
+
+/// The libvirt URI to reach `domain` through: `uri` when given, else the URI its quarantine was
+/// recorded with (for a release), else its connection in the VM inventory.
+async fn resolve_uri<S: Store>(
+    store: &S,
+    uri: Option<String>,
+    domain: &str,
+) -> anyhow::Result<String> {
+    if let Some(uri) = uri {
+        return Ok(uri);
+    }
+    let vm = store.find_vm(domain).await?;
+    let uuid = vm.as_ref().map_or(domain, |v| v.uuid.as_str());
+    if let Some(q) = store.quarantine_of(uuid).await? {
+        return Ok(q.uri);
+    }
+    let Some(vm) = vm else {
+        anyhow::bail!("no VM {domain:?} in the inventory: give its connection with --uri");
+    };
+    store
+        .list_hypervisors()
+        .await?
+        .into_iter()
+        .find(|h| h.name == vm.hypervisor)
+        .map(|h| h.uri)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "VM {domain:?} was last seen on connection {}, which is no longer registered: \
+                 give --uri",
+                vm.hypervisor
+            )
+        })
+}
 
 /// `vm` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -11,9 +44,10 @@ pub enum VmCommand {
     /// Cut a domain off the network: every interface's link down, live and persistent; the
     /// previous states are recorded for `release`. A domain already quarantined is left alone.
     Quarantine {
-        /// libvirt URI (`qemu:///system`, `qemu+ssh://host/system`).
+        /// libvirt URI (`qemu:///system`, `qemu+ssh://host/system`); default: the connection
+        /// the VM inventory last saw the domain on.
         #[arg(long)]
-        uri: String,
+        uri: Option<String>,
         /// Domain name or UUID.
         domain: String,
         /// Why (kept in the log).
@@ -22,9 +56,10 @@ pub enum VmCommand {
     },
     /// End a domain's quarantine: every interface's link as it was before.
     Release {
-        /// libvirt URI.
+        /// libvirt URI; default: the one the quarantine was made through, else the connection
+        /// the VM inventory last saw the domain on.
         #[arg(long)]
-        uri: String,
+        uri: Option<String>,
         /// Domain name or UUID.
         domain: String,
     },
@@ -37,7 +72,7 @@ pub enum VmCommand {
 }
 
 /// Runs a `vm` subcommand.
-pub async fn run<S: QuarantineStore>(store: &S, command: VmCommand) -> anyhow::Result<()> {
+pub async fn run<S: Store>(store: &S, command: VmCommand) -> anyhow::Result<()> {
     let print = |verb: &str, o: &Outcome| {
         println!(
             "{} ({}): {}",
@@ -56,6 +91,7 @@ pub async fn run<S: QuarantineStore>(store: &S, command: VmCommand) -> anyhow::R
             domain,
             reason,
         } => {
+            let uri = resolve_uri(store, uri, &domain).await?;
             let hv = Hypervisor::connect(&uri)?;
             let actor = Actor {
                 who: "cli".into(),
@@ -65,6 +101,7 @@ pub async fn run<S: QuarantineStore>(store: &S, command: VmCommand) -> anyhow::R
             print("quarantined", &o);
         }
         VmCommand::Release { uri, domain } => {
+            let uri = resolve_uri(store, uri, &domain).await?;
             let hv = Hypervisor::connect(&uri)?;
             let actor = Actor {
                 who: "cli".into(),

@@ -225,7 +225,7 @@ async fn quarantine_cuts_every_link_live_and_persistent_and_release_restores_it(
     super::quarantine_cli::run(
         &store,
         super::quarantine_cli::VmCommand::Release {
-            uri: URI.into(),
+            uri: Some(URI.into()),
             domain: name.clone(),
         },
     )

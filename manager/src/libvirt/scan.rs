@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use crate::report::Report;
 use crate::store::{NewReport, Store};
@@ -70,14 +71,17 @@ pub enum ScanError {
 
 /// Scans every writable disk of the running domain `name` through a pull-mode backup and
 /// stores one report per disk. The guest keeps running; the backup is ended (and its directory
-/// removed) before this returns, also on error.
+/// removed) before this returns, also on error. libvirt is called off the async runtime.
 pub async fn scan_domain<S: Store>(
-    hv: &Hypervisor,
+    hv: &Arc<Hypervisor>,
     name: &str,
     settings: &ScanSettings,
     store: &S,
 ) -> Result<Vec<DiskScan>, ScanError> {
-    let backup = PullBackup::begin(hv, name, &settings.work_dir)?;
+    let backup = {
+        let (hv, name, work_dir) = (hv.clone(), name.to_string(), settings.work_dir.clone());
+        blocking(move || PullBackup::begin(&hv, &name, &work_dir)).await?
+    };
     let started = crate::time::now();
     let mut scans = Vec::new();
     let mut failure = None;
@@ -90,12 +94,21 @@ pub async fn scan_domain<S: Store>(
             }
         }
     }
-    let ended = backup.end();
+    let ended = blocking(move || backup.end()).await;
     if let Some(e) = failure {
         return Err(e);
     }
     ended?;
     Ok(scans)
+}
+
+/// Runs a libvirt call on tokio's blocking pool (libvirt calls block on the daemon's answer).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LibvirtError> + Send + 'static,
+) -> Result<T, LibvirtError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(LibvirtError::Xml(format!("libvirt call panicked: {e}"))))
 }
 
 async fn scan_disk<S: Store>(

@@ -145,7 +145,7 @@ impl Drop for Guest {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root, libvirtd and QEMU: make e2e"]
 async fn a_running_guest_is_scanned_through_a_pull_backup_and_left_untouched() {
-    run(&mut Command::new(repo().join("scripts/libvirt-up")));
+    let _daemons = coldscan_tests::libvirt::Daemons::up().unwrap();
     let dir = tempfile::Builder::new()
         .prefix("cs-lv")
         .tempdir_in("/tmp")
@@ -155,7 +155,7 @@ async fn a_running_guest_is_scanned_through_a_pull_backup_and_left_untouched() {
     guest.wait_tick(3);
     let before = guest.chain();
 
-    let hv = Hypervisor::connect(URI).unwrap();
+    let hv = std::sync::Arc::new(Hypervisor::connect(URI).unwrap());
     assert_eq!(hv.uri(), URI);
     let info = hv
         .domains()

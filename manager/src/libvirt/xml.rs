@@ -4,8 +4,9 @@
 //! Read with a real XML parser; everything written is escaped.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 
+use super::backup::{BackupPlan, NbdServer};
 use super::LibvirtError;
 
 /// Most `<disk>` elements one domain may list before we call its XML unreasonable.
@@ -102,30 +103,35 @@ fn attr(value: &str) -> String {
     out
 }
 
-/// The `<domainbackup mode='pull'>` document exporting `selected` disks over an NBD server on
-/// the unix socket `socket`, each with a qcow2 scratch file `DIR/TARGET.scratch` in `scratch_dir`;
-/// every other disk of `all` is listed with `backup='no'` so that nothing else is exported.
-pub fn pull_backup(
-    all: &[DiskInfo],
-    selected: &[String],
-    socket: &Path,
-    scratch_dir: &Path,
-) -> String {
+/// The `<domainbackup mode='pull'>` document exporting `selected` disks over the NBD server of
+/// `plan`, each with a qcow2 scratch file ([`BackupPlan::scratch`]); every other disk of `all`
+/// is listed with `backup='no'` so that nothing else is exported.
+pub fn pull_backup(all: &[DiskInfo], selected: &[String], plan: &BackupPlan) -> String {
     let mut xml = String::from("<domainbackup mode='pull'>\n");
-    let _ = writeln!(
-        xml,
-        "  <server transport='unix' socket='{}'/>",
-        attr(&socket.to_string_lossy())
-    );
+    match &plan.server {
+        NbdServer::Unix { socket } => {
+            let _ = writeln!(
+                xml,
+                "  <server transport='unix' socket='{}'/>",
+                attr(&socket.to_string_lossy())
+            );
+        }
+        NbdServer::Tcp { host, port } => {
+            let _ = writeln!(
+                xml,
+                "  <server transport='tcp' name='{}' port='{port}'/>",
+                attr(host)
+            );
+        }
+    }
     xml.push_str("  <disks>\n");
     for disk in all {
         if selected.contains(&disk.target) {
-            let scratch = scratch_dir.join(format!("{}.scratch", disk.target));
             let _ = writeln!(
                 xml,
                 "    <disk name='{}' backup='yes' type='file'><scratch file='{}'/></disk>",
                 attr(&disk.target),
-                attr(&scratch.to_string_lossy())
+                attr(&plan.scratch(&disk.target).to_string_lossy())
             );
         } else {
             let _ = writeln!(xml, "    <disk name='{}' backup='no'/>", attr(&disk.target));
@@ -135,8 +141,29 @@ pub fn pull_backup(
     xml
 }
 
+/// The NBD server of a running backup's `<domainbackup>` XML, if it has a usable one.
+pub fn backup_server(backup_xml: &str) -> Option<NbdServer> {
+    let doc = roxmltree::Document::parse(backup_xml).ok()?;
+    let server = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("server"))?;
+    match server.attribute("transport").unwrap_or("tcp") {
+        "unix" => Some(NbdServer::Unix {
+            socket: PathBuf::from(server.attribute("socket")?),
+        }),
+        "tcp" => Some(NbdServer::Tcp {
+            host: server.attribute("name")?.to_string(),
+            port: server.attribute("port")?.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const DOMAIN: &str = r#"<domain type='qemu'><name>web-1</name><devices>
@@ -196,18 +223,15 @@ mod tests {
     #[test]
     fn backup_xml_exports_only_the_selected_disks_and_escapes_paths() {
         let disks = domain_disks(DOMAIN).unwrap();
-        let xml = pull_backup(
-            &disks,
-            &["vda".to_string()],
-            Path::new("/run/x'y/nbd.sock"),
-            Path::new("/run/x'y"),
-        );
+        let plan = BackupPlan::local(Path::new("/run/x'y"), "bk", None);
+        let xml = pull_backup(&disks, &["vda".to_string()], &plan);
+        assert!(plan.matches(&xml), "the plan recognizes its own backup");
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let server = doc
             .descendants()
             .find(|n| n.has_tag_name("server"))
             .unwrap();
-        assert_eq!(server.attribute("socket"), Some("/run/x'y/nbd.sock"));
+        assert_eq!(server.attribute("socket"), Some("/run/x'y/bk/nbd.sock"));
         let backed: Vec<_> = doc
             .descendants()
             .filter(|n| n.has_tag_name("disk") && n.attribute("backup") == Some("yes"))
@@ -218,6 +242,30 @@ mod tests {
             .descendants()
             .find(|n| n.has_tag_name("scratch"))
             .unwrap();
-        assert_eq!(scratch.attribute("file"), Some("/run/x'y/vda.scratch"));
+        assert_eq!(
+            scratch.attribute("file"),
+            Some("/run/x'y/bk/bk-vda.scratch")
+        );
+    }
+
+    #[test]
+    fn a_tcp_backup_is_recognized_by_its_address_and_port_only() {
+        let disks = domain_disks(DOMAIN).unwrap();
+        let plan = BackupPlan::remote("cs-7", "192.0.2.10".into(), 10809);
+        let xml = pull_backup(&disks, &["vda".to_string(), "vdb".to_string()], &plan);
+        assert!(xml.contains("<server transport='tcp' name='192.0.2.10' port='10809'/>"));
+        assert!(plan.matches(&xml));
+        assert_eq!(plan.url("vdb"), "nbd://192.0.2.10:10809/vdb");
+        assert!(!BackupPlan::remote("cs-7", "192.0.2.10".into(), 10810).matches(&xml));
+        assert!(!BackupPlan::local(Path::new("/run"), "cs-7", None).matches(&xml));
+        assert_eq!(
+            BackupPlan::remote("x", "fd00::1".into(), 10809).url("vda"),
+            "nbd://[fd00::1]:10809/vda"
+        );
+        assert!(backup_server("<domainbackup/>").is_none());
+        assert!(
+            backup_server("<domainbackup><server transport='tcp' name='h'/></domainbackup>")
+                .is_none()
+        );
     }
 }

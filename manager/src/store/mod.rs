@@ -11,8 +11,15 @@ mod shared;
 pub mod signatures;
 #[macro_use]
 pub mod quarantine;
+pub mod vms;
+#[macro_use]
+mod vms_inventory;
+#[macro_use]
+mod vms_jobs;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod vms_tests;
 
 use std::future::Future;
 
@@ -421,9 +428,19 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// What the manager needs from a database. Every method is one transaction.
+/// What the manager needs from a database. Every method is one transaction. The hypervisor
+/// side is [`vms::VmStore`] (connections, VM inventory) and [`vms::VmJobStore`] (VM jobs); the
+/// appliances' signature database is [`signatures::SignatureStore`] and quarantine actions
+/// [`quarantine::QuarantineStore`].
 pub trait Store:
-    Clone + Send + Sync + 'static + signatures::SignatureStore + quarantine::QuarantineStore
+    vms::VmStore
+    + vms::VmJobStore
+    + signatures::SignatureStore
+    + quarantine::QuarantineStore
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
     /// Stores a token (only its hash); returns its id. [`StoreError::Conflict`] if the name is
     /// taken.

@@ -19,14 +19,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0001_schema.sql"),
     ),
     (
-        10,
-        "signatures",
-        include_str!("../../migrations/postgres/0010_signatures.sql"),
+        2,
+        "vms",
+        include_str!("../../migrations/postgres/0002_vms.sql"),
     ),
     (
-        11,
+        3,
+        "signatures",
+        include_str!("../../migrations/postgres/0003_signatures.sql"),
+    ),
+    (
+        4,
         "quarantine",
-        include_str!("../../migrations/postgres/0011_quarantine.sql"),
+        include_str!("../../migrations/postgres/0004_quarantine.sql"),
     ),
 ];
 
@@ -38,6 +43,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CLAIM_JOB: &str = crate::claim_job_sql!("FOR UPDATE SKIP LOCKED");
 const CLAIM_DELIVERY: &str = crate::claim_delivery_sql!("FOR UPDATE SKIP LOCKED");
+/// Serializes VM job starts (self-conflicting, readers still read), so that two managers cannot
+/// both count the same open backups and pass a concurrency limit together.
+const LOCK_VM_JOBS: &str = "LOCK TABLE vm_jobs IN SHARE ROW EXCLUSIVE MODE";
 
 /// A PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -87,5 +95,7 @@ async fn begin_write(pool: &Pool<Postgres>) -> Result<Transaction<'static, Postg
 }
 
 impl_store!(PgStore);
+impl_vm_store!(PgStore);
+impl_vm_job_store!(PgStore);
 impl_signature_store!(PgStore);
 impl_quarantine_store!(PgStore);

@@ -1,4 +1,4 @@
-//! Storage of libvirt quarantines (`migrations/*/0011_quarantine.sql`): the domains isolated
+//! Storage of libvirt quarantines (`migrations/*/0004_quarantine.sql`): the domains isolated
 //! now, each with the interface states to restore, and the log of every action (who, when,
 //! which VM, before and after). Same SQL text on both backends.
 

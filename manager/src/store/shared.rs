@@ -714,7 +714,8 @@ macro_rules! claim_job_sql {
         concat!(
             "UPDATE jobs SET state = 'claimed', claimed_by = $1, claims = claims + 1, \
              lease_expires = $3 WHERE id = (SELECT id FROM jobs \
-             WHERE (state = 'queued' OR (state = 'claimed' AND lease_expires <= $2)) \
+             WHERE (state = 'queued' OR (state = 'claimed' AND lease_expires <= $2 \
+             AND vm_job IS NULL)) \
              AND (appliance IS NULL OR appliance = $1) ORDER BY id LIMIT 1 ",
             $lock,
             ") RETURNING id, target, lease_expires"

@@ -1,5 +1,5 @@
 //! Storage of the signature databases the manager hands to its appliances
-//! (`migrations/*/0010_signatures.sql`): one row per set in `signature_sets`, the newest being
+//! (`migrations/*/0003_signatures.sql`): one row per set in `signature_sets`, the newest being
 //! the current one, with its files' bytes in `signature_files`. Same SQL text on both backends,
 //! as in [`shared`](super::shared).
 

@@ -20,14 +20,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0001_schema.sql"),
     ),
     (
-        10,
-        "signatures",
-        include_str!("../../migrations/sqlite/0010_signatures.sql"),
+        2,
+        "vms",
+        include_str!("../../migrations/sqlite/0002_vms.sql"),
     ),
     (
-        11,
+        3,
+        "signatures",
+        include_str!("../../migrations/sqlite/0003_signatures.sql"),
+    ),
+    (
+        4,
         "quarantine",
-        include_str!("../../migrations/sqlite/0011_quarantine.sql"),
+        include_str!("../../migrations/sqlite/0004_quarantine.sql"),
     ),
 ];
 
@@ -39,6 +44,8 @@ const MAX_CONNECTIONS: u32 = 8;
 
 const CLAIM_JOB: &str = crate::claim_job_sql!("");
 const CLAIM_DELIVERY: &str = crate::claim_delivery_sql!("");
+/// VM job starts are serialized by `BEGIN IMMEDIATE` already.
+const LOCK_VM_JOBS: &str = "";
 
 /// A SQLite database.
 #[derive(Debug, Clone)]
@@ -93,5 +100,7 @@ async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>
 }
 
 impl_store!(SqliteStore);
+impl_vm_store!(SqliteStore);
+impl_vm_job_store!(SqliteStore);
 impl_signature_store!(SqliteStore);
 impl_quarantine_store!(SqliteStore);

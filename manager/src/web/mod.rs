@@ -6,6 +6,7 @@
 
 mod pages;
 mod quarantine;
+mod vms;
 
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -27,6 +28,7 @@ pub const SESSION_SECS: i64 = 12 * 3600;
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     Router::new()
         .route("/", get(index::<S>))
+        .route("/vms", get(vms_page::<S>))
         .route("/login", post(login::<S>))
         .route("/logout", post(logout::<S>))
         .route("/jobs", post(enqueue::<S>))
@@ -76,6 +78,16 @@ async fn index<S: Store>(State(state): State<AppState<S>>, headers: HeaderMap) -
     match session(&state.store, &headers).await {
         None => html(pages::login(None)),
         Some((_, s)) => match pages::dashboard(&state.store, &s).await {
+            Ok(m) => html(m),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+    }
+}
+
+async fn vms_page<S: Store>(State(state): State<AppState<S>>, headers: HeaderMap) -> Response {
+    match session(&state.store, &headers).await {
+        None => html(pages::login(None)),
+        Some((_, s)) => match vms::vms_page(&state.store, &s).await {
             Ok(m) => html(m),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },

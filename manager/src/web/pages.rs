@@ -13,7 +13,8 @@ table{border-collapse:collapse;margin-bottom:2em}td,th{border:1px solid #bbb;pad
 text-align:left;font-size:.9em}th{background:#eee}.found{color:#b00;font-weight:bold}\
 .ok{color:#070}.stale,.never,.failed{color:#b00}h2{margin-top:1.5em}";
 
-fn page(title: &str, body: Markup) -> Markup {
+/// A whole page around `body`.
+pub fn page(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -43,7 +44,8 @@ pub fn login(error: Option<&str>) -> Markup {
     )
 }
 
-fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+/// The value, or nothing.
+pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(|v| v.to_string()).unwrap_or_default()
 }
 
@@ -70,6 +72,7 @@ pub async fn dashboard<S: Store>(store: &S, session: &Session) -> StoreResult<Ma
                 input type="hidden" name="csrf" value=(session.csrf);
                 button type="submit" { "Log out" }
             }
+            p { a href="/vms" { "VMs: hypervisor inventory and VM scans" } }
             h2 id="appliances" { "Appliances" }
             table {
                 tr { th { "name" } th { "health" } th { "last heartbeat" } th { "status" } th { "version" } th { "disks" } }

@@ -174,6 +174,9 @@ pub fn call(
         }
         "DELETE" => {
             let mut r = agent.delete(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
             for (k, v) in headers {
                 r = r.header(*k, *v);
             }

@@ -1,0 +1,493 @@
+//! The VM job driver. A VM job goes `queued` -> `running` (its pull-mode backup is open, one
+//! appliance job per disk reads that disk's NBD export) -> `done` or `failed`, or back to
+//! `queued` for a fresh backup while attempts remain. Each tick:
+//! 1. marks this manager's open backups as still held (`owner_seen`);
+//! 2. ends left-over backups: those recorded under this manager's name that it does not hold
+//!    (its previous life, at start), and those of another manager silent for `stale_after`
+//!    seconds;
+//! 3. watches its open backups: a disk job whose lease expired fails (it is not handed out
+//!    again) and the backup ends; a backup that vanished (aborted outside, VM stopped) fails
+//!    the job; once every disk job is done or failed, the backup ends;
+//! 4. queues scheduled scans that are due (policy, scan window);
+//! 5. starts queued jobs while the per-connection and per-pool limits allow (checked in the
+//!    claim's transaction), recording the backup's plan before it begins.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::libvirt::{
+    blocking, end_recorded, is_local, quarantine, BackupPlan, LeftOver, PullBackup,
+};
+use crate::store::vms::{OnDetection, VmClaim, VmJobClaim, VmJobEnd, VmJobRow};
+use crate::store::{Filter, Store, StoreResult};
+
+use super::{Connections, VmSettings};
+
+/// Queued jobs looked at per tick.
+const QUEUED_PER_TICK: i64 = 200;
+/// Running jobs looked at per tick.
+const RUNNING_PER_TICK: i64 = 10_000;
+
+/// Drives VM jobs (see the module comment).
+pub struct Driver<S> {
+    store: S,
+    settings: VmSettings,
+    connections: Connections,
+    open: HashMap<i64, PullBackup>,
+}
+
+impl<S: Store> Driver<S> {
+    /// A driver with no backup open.
+    pub fn new(store: S, settings: VmSettings, connections: Connections) -> Driver<S> {
+        Driver {
+            store,
+            settings,
+            connections,
+            open: HashMap::new(),
+        }
+    }
+
+    /// One round (see the module comment).
+    pub async fn tick(&mut self) -> StoreResult<()> {
+        let now = crate::time::now();
+        if !self.open.is_empty() {
+            self.store.touch_vm_jobs(&self.settings.owner, now).await?;
+        }
+        let running = self.store.vm_jobs_in("running", RUNNING_PER_TICK).await?;
+        for job in &running {
+            if self.open.contains_key(&job.id) {
+                continue;
+            }
+            // Recorded under this manager's name but not held: left by its previous life (or
+            // by a failed end). Another manager's: left once that manager went silent.
+            let mine = job.owner.as_deref() == Some(self.settings.owner.as_str());
+            let silent = job
+                .owner_seen
+                .is_none_or(|seen| seen < now - self.settings.stale_after);
+            if mine || silent {
+                self.end_left_over(job).await?;
+            }
+        }
+        let ids: Vec<i64> = self.open.keys().copied().collect();
+        for id in ids {
+            if let Some(job) = running.iter().find(|j| j.id == id) {
+                self.watch(job).await?;
+            } else {
+                // Ended by someone else (an admin, another manager): close ours too.
+                if let Some(backup) = self.open.remove(&id) {
+                    let _ = blocking(move || backup.end()).await;
+                }
+            }
+        }
+        self.store.enqueue_due_scans(now).await?;
+        self.start_queued().await
+    }
+
+    /// Ends a backup recorded by a manager that no longer holds it.
+    async fn end_left_over(&mut self, job: &VmJobRow) -> StoreResult<()> {
+        let now = crate::time::now();
+        let owner = job.owner.clone().unwrap_or_default();
+        let reason = format!(
+            "the manager holding its backup ({owner}) stopped; its backup was ended{}",
+            retry_note(job)
+        );
+        let recorded: Option<RecordedBackup> = job
+            .backup
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok());
+        // The URI as recorded: the connection may have been removed since.
+        let (plan, uri) = match recorded {
+            Some(r) => (Some(r.plan), Some(r.uri)),
+            None => (None, None),
+        };
+        let detail = match (plan, uri) {
+            (Some(plan), Some(uri)) => {
+                let hv = match self.connections.get(&job.hypervisor, &uri).await {
+                    Ok(hv) => hv,
+                    Err(e) => {
+                        // Try again next tick: the backup may still be open.
+                        eprintln!(
+                            "coldscan-manager: VM job {}: left-over backup not ended: {e}",
+                            job.id
+                        );
+                        return Ok(());
+                    }
+                };
+                let uuid = job.uuid.clone();
+                match blocking(move || end_recorded(&hv, &uuid, &plan)).await {
+                    Ok(LeftOver::Aborted) => "left-over backup aborted".to_string(),
+                    Ok(LeftOver::NotRunning) => "no backup was left running".to_string(),
+                    Err(e) => {
+                        self.connections.drop_connection(&job.hypervisor);
+                        eprintln!(
+                            "coldscan-manager: VM job {}: left-over backup not ended: {e}",
+                            job.id
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            _ => "no backup plan was recorded".to_string(),
+        };
+        self.store
+            .log_vm_job(job.id, "left-over", Some(&job.hypervisor), &detail, now)
+            .await?;
+        self.store
+            .end_vm_job(job.id, &retry_or_fail(job, reason), "end", now)
+            .await
+    }
+
+    /// Looks at one of this manager's open backups and ends it when its disk jobs are over.
+    async fn watch(&mut self, job: &VmJobRow) -> StoreResult<()> {
+        let now = crate::time::now();
+        let expired = self.store.expire_disk_jobs(job.id, now).await?;
+        // Only this attempt's disk jobs: earlier backups' ones ended with them.
+        let disks: Vec<_> = self
+            .store
+            .disk_jobs(job.id)
+            .await?
+            .into_iter()
+            .filter(|d| d.attempt == job.attempts)
+            .collect();
+        let end = if expired > 0 {
+            let why: Vec<String> = disks
+                .iter()
+                .filter(|d| d.state == "failed")
+                .map(|d| {
+                    format!(
+                        "disk {}: {}",
+                        d.disk,
+                        d.error.as_deref().unwrap_or("failed")
+                    )
+                })
+                .collect();
+            Some(retry_or_fail(
+                job,
+                format!("{}{}", why.join("; "), retry_note(job)),
+            ))
+        } else if disks.is_empty() {
+            Some(VmJobEnd::Failed(
+                "no disk job was queued for its backup".into(),
+            ))
+        } else if disks
+            .iter()
+            .all(|d| d.state == "done" || d.state == "failed")
+        {
+            let mut failures = Vec::new();
+            for d in &disks {
+                if d.state == "failed" {
+                    failures.push(format!(
+                        "disk {}: {}",
+                        d.disk,
+                        d.error.as_deref().unwrap_or("failed")
+                    ));
+                } else if let Some(scan) = d.report {
+                    if let Some(why) = self.unreadable(scan).await? {
+                        failures.push(format!("disk {}: {why}", d.disk));
+                    }
+                }
+            }
+            Some(if failures.is_empty() {
+                VmJobEnd::Done
+            } else {
+                VmJobEnd::Failed(failures.join("; "))
+            })
+        } else {
+            let alive = match self.open.get(&job.id).map(PullBackup::watch) {
+                // When libvirt cannot tell, the disk jobs will.
+                Some(watch) => blocking(move || watch.is_running()).await.unwrap_or(true),
+                None => true,
+            };
+            (!alive).then(|| {
+                VmJobEnd::Failed(format!(
+                    "the backup of {} ended under the scan (aborted outside coldscan, or the VM \
+                     stopped): its NBD export is gone",
+                    job.name
+                ))
+            })
+        };
+        let Some(end) = end else { return Ok(()) };
+        let scans: Vec<i64> = disks
+            .iter()
+            .filter(|d| d.state == "done")
+            .filter_map(|d| d.report)
+            .collect();
+        self.act_on_detections(job, &scans).await?;
+        let mut end = end;
+        if let Some(backup) = self.open.remove(&job.id) {
+            if let Err(e) = blocking(move || backup.end()).await {
+                let why = format!("ending its backup failed: {e}");
+                end = match end {
+                    VmJobEnd::Done => VmJobEnd::Failed(why),
+                    VmJobEnd::Failed(r) => VmJobEnd::Failed(format!("{r}; {why}")),
+                    VmJobEnd::Retry(r) => VmJobEnd::Retry(format!("{r}; {why}")),
+                };
+            }
+        }
+        self.store
+            .end_vm_job(job.id, &end, "end", crate::time::now())
+            .await
+    }
+
+    /// Applies the VM's `on_detection` policy when one of `scans` (its disks' reports) holds a
+    /// detection: `quarantine` cuts its network through libvirt (idempotent: a VM already
+    /// quarantined is left as it is). The outcome, or why it failed, goes to the VM job's log;
+    /// a failed quarantine does not change the scan's result.
+    async fn act_on_detections(&self, job: &VmJobRow, scans: &[i64]) -> StoreResult<()> {
+        let Some(vm) = self.store.find_vm(&job.uuid).await? else {
+            return Ok(());
+        };
+        if vm.policy.on_detection != OnDetection::Quarantine {
+            return Ok(());
+        }
+        let mut infected = None;
+        for &scan in scans {
+            let filter = Filter {
+                scan: Some(scan),
+                ..Filter::default()
+            };
+            if !self
+                .store
+                .list_detections(&filter, None, 1)
+                .await?
+                .is_empty()
+            {
+                infected = Some(scan);
+                break;
+            }
+        }
+        let Some(scan) = infected else { return Ok(()) };
+        let hypervisors = self.store.list_hypervisors().await?;
+        let detail = match hypervisors.iter().find(|h| h.name == job.hypervisor) {
+            None => format!(
+                "quarantine of {} not done: connection {} is no longer registered",
+                vm.name, job.hypervisor
+            ),
+            Some(h) => match self.connections.get(&h.name, &h.uri).await {
+                Err(e) => format!("quarantine of {} not done: {e}", vm.name),
+                Ok(hv) => match quarantine::on_detection(&hv, &job.uuid, scan, &self.store).await {
+                    Ok(outcome) if outcome.changed => {
+                        format!("{} quarantined: detections in scan {scan}", vm.name)
+                    }
+                    Ok(_) => format!("{} was already quarantined", vm.name),
+                    Err(e) => format!("quarantine of {} failed: {e}", vm.name),
+                },
+            },
+        };
+        eprintln!("coldscan-manager: VM job {}: {detail}", job.id);
+        self.store
+            .log_vm_job(
+                job.id,
+                "quarantine",
+                Some(&job.hypervisor),
+                &detail,
+                crate::time::now(),
+            )
+            .await
+    }
+
+    /// Why a disk's report says its export could not be read at all, if it does.
+    async fn unreadable(&self, scan: i64) -> StoreResult<Option<String>> {
+        let filter = Filter {
+            scan: Some(scan),
+            ..Filter::default()
+        };
+        let rows = self.store.list_not_scanned(&filter, None, 100).await?;
+        Ok(rows
+            .iter()
+            .find(|n| n.path.is_none() && n.partition.is_none())
+            .map(|n| format!("its export could not be read ({}: {})", n.reason, n.detail)))
+    }
+
+    /// Starts queued jobs while the limits allow.
+    async fn start_queued(&mut self) -> StoreResult<()> {
+        let queued = self.store.vm_jobs_in("queued", QUEUED_PER_TICK).await?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let hypervisors = self.store.list_hypervisors().await?;
+        let mut full: HashSet<String> = HashSet::new();
+        for job in queued {
+            if full.contains(&job.hypervisor) {
+                continue;
+            }
+            let now = crate::time::now();
+            let Some(hv_row) = hypervisors.iter().find(|h| h.name == job.hypervisor) else {
+                let why = format!(
+                    "the VM's connection {} is not registered (hypervisor add)",
+                    job.hypervisor
+                );
+                self.store
+                    .end_vm_job(job.id, &VmJobEnd::Failed(why), "not-started", now)
+                    .await?;
+                continue;
+            };
+            let Some(vm) = self.store.find_vm(&job.uuid).await? else {
+                continue;
+            };
+            if vm.state != "running" {
+                let why = format!(
+                    "VM {} is {}: a point-in-time backup needs a running VM",
+                    vm.name, vm.state
+                );
+                self.store
+                    .end_vm_job(job.id, &VmJobEnd::Failed(why), "not-started", now)
+                    .await?;
+                continue;
+            }
+            let local = is_local(&hv_row.uri);
+            let listen = hv_row
+                .nbd_listen
+                .clone()
+                .or_else(|| self.settings.nbd_listen.clone());
+            if listen.is_none() && !local {
+                let why = format!(
+                    "connection {} is remote: its NBD exports need an address (hypervisor add \
+                     --nbd-listen, or serve --nbd-listen)",
+                    hv_row.name
+                );
+                self.store
+                    .end_vm_job(job.id, &VmJobEnd::Failed(why), "not-started", now)
+                    .await?;
+                continue;
+            }
+            let mut pools: Vec<String> = vm
+                .disks
+                .iter()
+                .filter(|d| d.backupable)
+                .filter_map(|d| d.pool.clone())
+                .collect();
+            pools.sort();
+            pools.dedup();
+            let pool_limits = self.store.pool_limits(&hv_row.name).await?;
+            let tag = format!("cs-vmjob-{}-{}", job.id, job.attempts + 1);
+            let running = self.store.vm_jobs_in("running", RUNNING_PER_TICK).await?;
+            let used: HashSet<i64> = running
+                .iter()
+                .filter(|r| r.hypervisor == hv_row.name)
+                .filter_map(|r| r.nbd_port)
+                .collect();
+            let ports: Vec<Option<u16>> = match &listen {
+                None => vec![None],
+                Some(_) => (self.settings.nbd_ports.0..=self.settings.nbd_ports.1)
+                    .filter(|p| !used.contains(&i64::from(*p)))
+                    .map(Some)
+                    .collect(),
+            };
+            if ports.is_empty() {
+                full.insert(hv_row.name.clone());
+                continue;
+            }
+            let mut claimed = None;
+            for port in ports {
+                let plan = match (&listen, port) {
+                    (Some(host), Some(port)) if !local => {
+                        BackupPlan::remote(&tag, host.clone(), port)
+                    }
+                    (Some(host), Some(port)) => {
+                        BackupPlan::local(&self.settings.work_dir, &tag, Some((host.clone(), port)))
+                    }
+                    _ => BackupPlan::local(&self.settings.work_dir, &tag, None),
+                };
+                let recorded = serde_json::to_string(&RecordedBackup {
+                    uri: hv_row.uri.clone(),
+                    plan: plan.clone(),
+                })
+                .unwrap_or_default();
+                let claim = VmJobClaim {
+                    id: job.id,
+                    owner: &self.settings.owner,
+                    hypervisor: &hv_row.name,
+                    pools: &pools,
+                    host_limit: hv_row.max_backups,
+                    pool_limits: &pool_limits,
+                    default_pool_limit: self.settings.pool_backups,
+                    nbd_port: port.map(i64::from),
+                    backup: &recorded,
+                    now,
+                };
+                match self.store.claim_vm_job(&claim).await? {
+                    VmClaim::Claimed => {
+                        claimed = Some(plan);
+                        break;
+                    }
+                    VmClaim::PortTaken => continue,
+                    VmClaim::OverLimit | VmClaim::Gone => break,
+                }
+            }
+            let Some(plan) = claimed else { continue };
+            self.begin(&job, &hv_row.name, &hv_row.uri, plan).await?;
+        }
+        Ok(())
+    }
+
+    /// Begins the backup of a claimed job and queues its disk jobs.
+    async fn begin(
+        &mut self,
+        job: &VmJobRow,
+        hv_name: &str,
+        uri: &str,
+        plan: BackupPlan,
+    ) -> StoreResult<()> {
+        let begun = match self.connections.get(hv_name, uri).await {
+            Ok(hv) => {
+                let (uuid, plan) = (job.uuid.clone(), plan.clone());
+                blocking(move || PullBackup::begin_planned(&hv, &uuid, &plan)).await
+            }
+            Err(e) => Err(e),
+        };
+        let now = crate::time::now();
+        let backup = match begun {
+            Ok(b) => b,
+            Err(e) => {
+                self.connections.drop_connection(hv_name);
+                let why = format!("the backup could not begin: {e}");
+                return self
+                    .store
+                    .end_vm_job(job.id, &VmJobEnd::Failed(why), "begin-failed", now)
+                    .await;
+            }
+        };
+        let disks: Vec<(String, String)> = backup
+            .exports()
+            .iter()
+            .map(|t| (t.clone(), backup.url(t)))
+            .collect();
+        self.open.insert(job.id, backup);
+        self.store.add_disk_jobs(job.id, &disks, now).await?;
+        Ok(())
+    }
+}
+
+/// What a VM job records before its backup begins (`vm_jobs.backup`), so that whoever finds it
+/// left over can reach the hypervisor and tell the backup is this one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RecordedBackup {
+    /// The connection's URI at the time.
+    uri: String,
+    /// The backup's plan.
+    plan: BackupPlan,
+}
+
+/// Retry while attempts remain, else fail.
+fn retry_or_fail(job: &VmJobRow, reason: String) -> VmJobEnd {
+    if job.attempts < job.max_attempts {
+        VmJobEnd::Retry(reason)
+    } else {
+        VmJobEnd::Failed(reason)
+    }
+}
+
+/// What happens next, for the reason text.
+fn retry_note(job: &VmJobRow) -> String {
+    if job.attempts < job.max_attempts {
+        format!(
+            " (attempt {} of {}: queued again for a new backup)",
+            job.attempts, job.max_attempts
+        )
+    } else {
+        format!(
+            " (attempt {} of {}: given up)",
+            job.attempts, job.max_attempts
+        )
+    }
+}
