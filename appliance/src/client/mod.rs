@@ -505,16 +505,23 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Connection-level failures worth another attempt.
+/// Connection-level failures worth another attempt. A TLS failure (a certificate the CA bundle
+/// does not trust, a wrong host name) is not one, although it reaches us as an I/O error
+/// carrying rustls's error: the same handshake fails the same way every time.
 fn is_transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::HostNotFound
-            | ureq::Error::Protocol(_)
-    )
+    match e {
+        ureq::Error::Io(io) => !is_tls_failure(io),
+        ureq::Error::Timeout(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether an I/O error is rustls refusing the handshake.
+fn is_tls_failure(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 /// `Retry-After: SECONDS`, bounded.
@@ -573,6 +580,10 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Resu
         ),
     })
 }
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {
