@@ -7,7 +7,7 @@
 //!
 //! The binary is the workspace's own, built with the profile of the `coldscan` binary under
 //! test (`cargo build -p coldscan-manager`, a no-op when it is fresh), or the file named by
-//! `COLDSCAN_MANAGER_BIN`.
+//! `COLDSCAN_MANAGER_BIN` (`make e2e` sets it to the binary it has just built).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
