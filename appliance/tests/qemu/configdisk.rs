@@ -52,8 +52,8 @@ pub fn fat_config_disk(dir: &Path, name: &str, toml: &str, files: &[(&str, &[u8]
     }
 }
 
-/// The reports waiting in the spool of a FAT config disk: (file name, report JSON).
-pub fn spooled_reports(img: &Path) -> Vec<(String, serde_json::Value)> {
+/// The reports waiting in the spool of a FAT config disk: (file name, report bytes as spooled).
+pub fn spooled_reports(img: &Path) -> Vec<(String, Vec<u8>)> {
     let listing = Command::new("mdir")
         .args(["-b", "-i"])
         .arg(img)
@@ -79,9 +79,15 @@ pub fn spooled_reports(img: &Path) -> Vec<(String, serde_json::Value)> {
                 .arg(img)
                 .arg(format!("::/{SPOOL_DIR}/{name}")),
         );
-        out.push((name.to_string(), serde_json::from_str(&text).unwrap()));
+        out.push((name.to_string(), text.into_bytes()));
     }
     out
+}
+
+/// The idempotency key in a spool file name `NANOS-KEY.json`.
+pub fn spool_key(name: &str) -> &str {
+    let stem = name.strip_suffix(".json").unwrap();
+    stem.split_once('-').unwrap().1
 }
 
 /// `fsck.vfat -n`: the filesystem is clean (the appliance unmounted it before power off).

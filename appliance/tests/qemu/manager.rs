@@ -265,18 +265,53 @@ impl Manager {
         }
     }
 
+    /// `POST /api/v1/reports` as the appliance does it (its token, `Idempotency-Key: key`):
+    /// the HTTP status and the answer.
+    pub fn post_report(&self, report: &[u8], key: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self
+            .request(
+                "POST",
+                "/api/v1/reports",
+                Some(&self.token),
+                &[
+                    ("Idempotency-Key", key),
+                    ("Content-Type", "application/json"),
+                ],
+                report,
+            )
+            .expect("the manager answers");
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
     /// A plain HTTP/1.1 GET on loopback: status and body (`None` when nothing answers).
     fn get_raw(&self, path: &str, token: Option<&str>) -> Option<(u16, Vec<u8>)> {
+        self.request("GET", path, token, &[], &[])
+    }
+
+    /// One HTTP/1.1 request on loopback: status and body (`None` when nothing answers).
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<(u16, Vec<u8>)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .ok()?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        if let Some(t) = token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        s.write_all(head.as_bytes()).ok()?;
+        s.write_all(body).ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).ok()?;
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
