@@ -41,12 +41,15 @@ fmt:
 	$(CARGO) fmt --all
 
 # Slow end-to-end tests that boot VMs under QEMU (TCG): the appliance as PID 1 (oneshot, daemon,
-# console, seccomp, config disk, the built image under OVMF), and a running libvirt guest scanned
-# through a pull-mode backup.
+# console, seccomp, config disk, spool, HTTPS, the built image under OVMF) reporting to the
+# coldscan-manager built just before, and a running libvirt guest scanned through a pull-mode
+# backup.
 e2e: bootstrap
 	$(CARGO) build --workspace --profile release-checked --bins
-	$(CARGO) test -p coldscan --profile release-checked --test appliance_qemu -- --ignored
-	$(CARGO) test -p coldscan --profile release-checked --test appliance_signatures -- --ignored
+	COLDSCAN_MANAGER_BIN=$(abspath $(or $(CARGO_TARGET_DIR),target))/release-checked/coldscan-manager \
+	  $(CARGO) test -p coldscan --profile release-checked --test appliance_qemu -- --ignored
+	COLDSCAN_MANAGER_BIN=$(abspath $(or $(CARGO_TARGET_DIR),target))/release-checked/coldscan-manager \
+	  $(CARGO) test -p coldscan --profile release-checked --test appliance_signatures -- --ignored
 	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored
 
 # Generates a guest disk and shows what coldscan sees on it.

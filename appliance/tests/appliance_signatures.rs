@@ -9,7 +9,7 @@
 //!
 //! Ignored by `cargo test` (boots QEMU); `make e2e` runs it.
 
-// The shared QEMU harness; this test uses the real manager instead of its stand-in.
+// The shared QEMU harness (its manager module gives the manager binary).
 #[allow(unused_imports)]
 mod qemu;
 
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use coldscan_tests::images::fat_image;
 use coldscan_tests::testdb::{self, EICAR_REPORTED};
 use coldscan_tests::tree::Tree;
+use qemu::manager_binary;
 use qemu::{Disk, Vm, VmOptions};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(600);
@@ -28,16 +29,6 @@ const UPDATE_REPORTED: &str = "Coldscan.Test.Update.UNOFFICIAL";
 
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coldscan"))
-}
-
-fn manager_binary() -> PathBuf {
-    let m = binary().with_file_name("coldscan-manager");
-    assert!(
-        m.is_file(),
-        "{} missing: build it first (make e2e does: cargo build --workspace --bins)",
-        m.display()
-    );
-    m
 }
 
 /// Content only database B detects (assembled at run time like every test pattern).

@@ -25,6 +25,7 @@ pub mod ntfs;
 pub mod rhel;
 pub mod testdb;
 pub mod thin;
+pub mod tls;
 pub mod tools;
 pub mod tree;
 pub mod trees;

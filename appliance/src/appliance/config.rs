@@ -172,6 +172,9 @@ pub struct Config {
     pub ca_bundle: Option<String>,
     /// Seconds between heartbeats in daemon mode.
     pub heartbeat_seconds: u64,
+    /// Seconds oneshot mode keeps trying to deliver its reports before powering off
+    /// (`coldscan.delivery_seconds`, `manager.delivery_seconds`).
+    pub delivery_seconds: u64,
     /// Hardening self-test (`coldscan.selftest=seccomp-socket|seccomp-execve`): the first scan
     /// worker attempts that forbidden call, and must be killed for it and reported.
     pub selftest: Option<String>,
@@ -182,6 +185,10 @@ pub struct Config {
 
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_SECONDS: u64 = 30;
+/// Default delivery deadline of oneshot mode.
+pub const DEFAULT_DELIVERY_SECONDS: u64 = 180;
+/// Longest delivery deadline accepted (a day).
+pub const MAX_DELIVERY_SECONDS: u64 = 86_400;
 
 /// `coldscan.toml` as written by an operator (every key optional).
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +209,7 @@ struct TomlManager {
     ca_bundle: Option<String>,
     heartbeat_seconds: Option<i64>,
     signatures: Option<String>,
+    delivery_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +314,21 @@ fn parse_jobs(origin: Origin, key: &str, value: &str) -> Result<usize, ConfigErr
     Ok(n)
 }
 
+fn parse_delivery(origin: Origin, key: &str, value: &str) -> Result<u64, ConfigError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (1..=MAX_DELIVERY_SECONDS).contains(s))
+        .ok_or_else(|| {
+            invalid(
+                origin,
+                key,
+                value,
+                format!("1-{MAX_DELIVERY_SECONDS} seconds"),
+            )
+        })
+}
+
 fn parse_ip(origin: Origin, key: &str, value: &str) -> Result<Ipv4Addr, ConfigError> {
     value
         .parse()
@@ -398,6 +421,7 @@ impl Config {
     pub fn load(cmdline: &str, toml_text: Option<&str>) -> Result<Config, ConfigError> {
         let mut config = Config {
             heartbeat_seconds: DEFAULT_HEARTBEAT_SECONDS,
+            delivery_seconds: DEFAULT_DELIVERY_SECONDS,
             ..Config::default()
         };
         let mut net_set = false;
@@ -430,6 +454,9 @@ impl Config {
                     net_set = true;
                 }
                 "coldscan.jobs" => self.jobs = parse_jobs(o, key, value)?,
+                "coldscan.delivery_seconds" => {
+                    self.delivery_seconds = parse_delivery(o, key, value)?
+                }
                 "coldscan.name" => self.name = Some(parse_name(o, key, value)?),
                 "coldscan.self" => self.self_disk = Some(parse_guid(o, key, value)?),
                 "coldscan.signatures" => self.signatures = SignatureSource::parse(o, key, value)?,
@@ -495,6 +522,10 @@ impl Config {
             }
             if let Some(v) = &m.signatures {
                 self.signatures = SignatureSource::parse(o, "manager.signatures", v)?;
+            }
+            if let Some(d) = m.delivery_seconds {
+                self.delivery_seconds =
+                    parse_delivery(o, "manager.delivery_seconds", &d.to_string())?;
             }
             if let Some(h) = m.heartbeat_seconds {
                 self.heartbeat_seconds = u64::try_from(h)

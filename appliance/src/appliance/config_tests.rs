@@ -10,6 +10,7 @@ fn defaults_without_anything() {
     assert_eq!(c.manager, None);
     assert_eq!(c.jobs, 0);
     assert_eq!(c.heartbeat_seconds, DEFAULT_HEARTBEAT_SECONDS);
+    assert_eq!(c.delivery_seconds, DEFAULT_DELIVERY_SECONDS);
 }
 
 #[test]
@@ -59,6 +60,7 @@ url = "https://manager.example:8443"
 token = "from-disk"
 ca_bundle = "certs/ca.pem"
 heartbeat_seconds = 10
+delivery_seconds = 600
 
 [network]
 mode = "static"
@@ -77,6 +79,7 @@ fn toml_file() {
     assert_eq!(c.token.as_deref(), Some("from-disk"));
     assert_eq!(c.ca_bundle.as_deref(), Some("certs/ca.pem"));
     assert_eq!(c.heartbeat_seconds, 10);
+    assert_eq!(c.delivery_seconds, 600);
     let NetConfig::Static(s) = &c.net else {
         panic!("static expected")
     };
@@ -192,4 +195,16 @@ fn signature_source() {
     assert_eq!(c.signatures, SignatureSource::Manager);
     let e = Config::load(&format!("{base} coldscan.signatures=cloud"), None).unwrap_err();
     assert!(e.to_string().contains("coldscan.signatures"), "{e}");
+}
+
+#[test]
+fn delivery_deadline_is_bounded() {
+    let c = Config::load(&format!("{BASE} coldscan.delivery_seconds=15"), Some(TOML)).unwrap();
+    assert_eq!(c.delivery_seconds, 15, "the command line wins");
+    for bad in ["0", "-1", "x", "86401"] {
+        let e = Config::load(&format!("{BASE} coldscan.delivery_seconds={bad}"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("coldscan.delivery_seconds"), "{e}");
+    }
 }

@@ -38,6 +38,8 @@ pub struct ConfigDisk {
     pub db_dir: Option<PathBuf>,
     /// Database files copied.
     pub db_files: Vec<String>,
+    /// The filesystem found on it (the spool mounts it with the matching kernel driver).
+    pub kind: Option<cfs::FsKind>,
     /// The filesystem's directory entries seen (for the CA bundle lookup).
     files: Vec<(String, u64)>,
     fs: Option<SharedFilesystem>,
@@ -80,7 +82,7 @@ fn open_volume(
     source: SharedSource,
     index: u32,
     device: &str,
-) -> Result<SharedFilesystem, ConfigDiskError> {
+) -> Result<(SharedFilesystem, cfs::FsKind), ConfigDiskError> {
     let bad = |detail: String| ConfigDiskError::Unreadable {
         device: device.to_string(),
         detail,
@@ -107,7 +109,8 @@ fn open_volume(
     let kind = cfs::probe(&volume)
         .map_err(|e| bad(e.to_string()))?
         .ok_or_else(|| bad("no filesystem recognised".into()))?;
-    cfs::open(volume, kind).map_err(|e| bad(e.to_string()))
+    let fs = cfs::open(volume, kind).map_err(|e| bad(e.to_string()))?;
+    Ok((fs, kind))
 }
 
 /// A name from the disk usable as one file name in our copy directory.
@@ -153,8 +156,10 @@ impl ConfigDisk {
             detail: e.to_string(),
         })?;
         let source: SharedSource = Arc::new(source);
-        let fs = open_volume(source, index, &name)?;
-        Self::read_fs(fs, run_dir)
+        let (fs, kind) = open_volume(source, index, &name)?;
+        let mut disk = Self::read_fs(fs, run_dir)?;
+        disk.kind = Some(kind);
+        Ok(disk)
     }
 
     fn read_fs(fs: SharedFilesystem, run_dir: &Path) -> Result<ConfigDisk, ConfigDiskError> {
@@ -303,6 +308,10 @@ mod tests {
         let run_dir = dir.path().join("run");
         let disk = ConfigDisk::read(&img, 0, &run_dir).unwrap();
         assert_eq!(disk.toml.as_deref(), Some("mode = \"oneshot\"\n"));
+        assert!(matches!(
+            disk.kind,
+            Some(cfs::FsKind::Fat12 | cfs::FsKind::Fat16)
+        ));
         assert_eq!(disk.db_files, ["site.hdb"]);
         assert_eq!(
             std::fs::read_to_string(run_dir.join("db/site.hdb")).unwrap(),
@@ -335,6 +344,7 @@ mod tests {
         );
         let disk = ConfigDisk::read(&img, 0, &dir.path().join("run")).unwrap();
         assert_eq!(disk.toml.as_deref(), Some("jobs = 2\n"));
+        assert_eq!(disk.kind, Some(cfs::FsKind::Ext4));
         assert!(disk.db_dir.is_none());
     }
 

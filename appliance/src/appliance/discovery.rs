@@ -282,20 +282,56 @@ const BLKROSET: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 93);
 /// `O_RDONLY`, before the scanner opens it (again `O_RDONLY`): even a bug in our code cannot
 /// write to it afterwards. Regular files (tests) are left alone.
 pub fn set_read_only(path: &Path) -> std::io::Result<()> {
+    set_ro_flag(path, true)
+}
+
+/// Clears the kernel's read-only flag of the **config disk** (or its partition), so that its
+/// filesystem can be mounted read-write for the report spool. Never called for a guest disk.
+pub fn set_config_disk_writable(path: &Path) -> std::io::Result<()> {
+    set_ro_flag(path, false)
+}
+
+fn set_ro_flag(path: &Path, read_only: bool) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let file = fs::File::open(path)?;
     if !file.metadata()?.file_type().is_block_device() {
         return Ok(());
     }
-    let one: std::ffi::c_int = 1;
+    let flag: std::ffi::c_int = read_only.into();
     // SAFETY: BLKROSET's argument is a pointer to an int, which `Setter` passes (a pointer to its
     // `c_int` field, alive for the call); `file` is an open descriptor borrowed for the call.
     #[allow(unsafe_code)]
     unsafe {
         rustix::ioctl::ioctl(
             &file,
-            rustix::ioctl::Setter::<BLKROSET, std::ffi::c_int>::new(one),
+            rustix::ioctl::Setter::<BLKROSET, std::ffi::c_int>::new(flag),
         )
     }
     .map_err(std::io::Error::from)
+}
+
+/// The device node of partition `index` of the whole disk `kernel_name` (`/dev/vdb1`,
+/// `/dev/nvme0n1p1`), found through sysfs (`/sys/class/block/NAME/PART/partition`); index 0
+/// is the whole disk.
+pub fn partition_node(
+    sysfs_root: &Path,
+    dev_root: &Path,
+    kernel_name: &str,
+    index: u32,
+) -> Option<PathBuf> {
+    if index == 0 {
+        return Some(dev_root.join(kernel_name));
+    }
+    let disk_dir = sysfs_root.join("class/block").join(kernel_name);
+    fs::read_dir(&disk_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with(kernel_name))
+        .take(MAX_DEVICES)
+        .find(|name| {
+            attr(&disk_dir.join(name).join("partition")).and_then(|p| p.parse::<u32>().ok())
+                == Some(index)
+        })
+        .map(|name| dev_root.join(name))
 }

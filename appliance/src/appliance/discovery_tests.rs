@@ -235,3 +235,34 @@ fn roles_by_disk_guid_and_label() {
     let _ = role_of_path(&guest, Some(own));
     assert_eq!(fs::read(&guest).unwrap(), before);
 }
+
+#[test]
+fn partition_nodes_come_from_sysfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = dir.path().join("sys");
+    for (name, part) in [("vdb1", "1"), ("vdb2", "2"), ("nvme0n1p1", "1")] {
+        let disk = if name.starts_with("vdb") {
+            "vdb"
+        } else {
+            "nvme0n1"
+        };
+        let d = sys.join("class/block").join(disk).join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("partition"), format!("{part}\n")).unwrap();
+    }
+    std::fs::create_dir_all(sys.join("class/block/vdb/queue")).unwrap();
+    let dev = Path::new("/dev");
+    assert_eq!(
+        partition_node(&sys, dev, "vdb", 2),
+        Some(PathBuf::from("/dev/vdb2"))
+    );
+    assert_eq!(
+        partition_node(&sys, dev, "nvme0n1", 1),
+        Some(PathBuf::from("/dev/nvme0n1p1"))
+    );
+    assert_eq!(
+        partition_node(&sys, dev, "vdb", 0),
+        Some(PathBuf::from("/dev/vdb"))
+    );
+    assert_eq!(partition_node(&sys, dev, "vdb", 3), None);
+}

@@ -93,6 +93,7 @@ pub fn mount_pseudo_filesystems() -> Result<(), String> {
 /// waits forever rather than exit (which would panic the kernel).
 pub fn power_off() -> ! {
     rustix::fs::sync();
+    super::spooldisk::unmount_config_disk();
     if let Err(e) = reboot(RebootCommand::PowerOff) {
         eprintln!("coldscan: init: power off failed: {e}");
     }

@@ -1,8 +1,11 @@
 //! The appliance's jobs (DESIGN.md section 6, the manager API of section 8):
 //!
 //! - **oneshot**: scan every guest disk (workers in parallel within the core budget), one report
-//!   per disk, deliver them through the spool within [`DELIVERY_DEADLINE`], print each disk's
-//!   result, the summary and the exit status on the console; the caller powers off.
+//!   per disk, deliver them through the spool within [`JobContext::delivery_deadline`] (a
+//!   certificate the CA bundle does not trust ends delivery at once: retrying cannot help), print
+//!   each disk's result, the summary and the exit status on the console; the caller powers off.
+//!   What was not delivered stays in the spool: on the config disk it is delivered at the next
+//!   boot.
 //! - **daemon**: scan the attached disks once at boot, then forever: deliver what waits in the
 //!   spool, send heartbeats, claim a job (an attached disk by serial or identity, or an `nbd://`
 //!   export), scan it, report, complete it. A manager that is down only delays delivery: every
@@ -19,12 +22,11 @@ use coldscan_scanner::report::ScanReport;
 
 use super::console::{self, say};
 use super::discovery::{self, BlockDevice};
+use super::spooldisk::SpoolPlace;
 use super::worker::{self, ScanRequest};
-use crate::client::{Heartbeat, JobOutcome, ManagerClient, Spool};
+use crate::client::{ClientError, Heartbeat, JobOutcome, ManagerClient, Spool};
 use crate::scan_cmd::{exit_code, EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND};
 
-/// How long oneshot mode keeps trying to deliver its reports before powering off.
-pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(180);
 /// Pause between delivery rounds while the manager is unreachable.
 const DELIVERY_PAUSE: Duration = Duration::from_secs(5);
 /// Pause between job claims when there is no job.
@@ -45,6 +47,10 @@ pub struct JobContext {
     pub heartbeat: Duration,
     /// Signatures fetched from the manager (daemon): used instead of `dbs` once one loaded.
     pub fetched: super::signatures::Fetched,
+    /// Where the spool is (for the console).
+    pub spool_place: SpoolPlace,
+    /// How long oneshot mode keeps trying to deliver its reports before powering off.
+    pub delivery_deadline: Duration,
 }
 
 /// One disk's scan result.
@@ -212,7 +218,7 @@ fn deliver_round(
     client: &ManagerClient,
     spool: &Spool,
     names: &HashMap<String, String>,
-) -> (HashMap<String, i64>, usize, Option<String>) {
+) -> (HashMap<String, i64>, usize, Option<ClientError>) {
     let outcome = spool.deliver(client);
     let mut delivered = HashMap::new();
     for (key, posted) in &outcome.delivered {
@@ -234,11 +240,7 @@ fn deliver_round(
             path.display()
         ));
     }
-    (
-        delivered,
-        outcome.remaining,
-        outcome.stopped.map(|e| e.to_string()),
-    )
+    (delivered, outcome.remaining, outcome.stopped)
 }
 
 /// Oneshot mode. Returns the exit status printed on the console.
@@ -257,16 +259,24 @@ pub fn oneshot(disks: &[BlockDevice], ctx: &JobContext) -> u8 {
     if let Some((client, spool)) = &ctx.manager {
         console::update(|s| s.phase = "delivering reports".into());
         let names = spool_reports(spool, &results);
-        let deadline = Instant::now() + DELIVERY_DEADLINE;
+        let deadline = Instant::now() + ctx.delivery_deadline;
         loop {
             let (_, remaining, stopped) = deliver_round(client, spool, &names);
             if remaining == 0 {
                 break;
             }
-            if Instant::now() >= deadline {
+            // TLS and URL errors (a certificate the CA bundle does not trust) do not heal by
+            // waiting: say so now rather than at the deadline.
+            let hopeless = matches!(stopped, Some(ClientError::Transport { .. }));
+            if hopeless || Instant::now() >= deadline {
                 say(&format!(
-                    "{remaining} report(s) NOT DELIVERED to the manager ({}); they are lost at power off (the spool is in memory)",
-                    stopped.unwrap_or_default()
+                    "{remaining} report(s) NOT DELIVERED to the manager ({}); {}",
+                    stopped.map(|e| e.to_string()).unwrap_or_default(),
+                    if ctx.spool_place.persistent {
+                        "they wait in the spool on the config disk and are delivered at the next boot"
+                    } else {
+                        "they are lost at power off (the spool is in memory)"
+                    }
                 ));
                 if status != EXIT_FOUND {
                     status = EXIT_ERROR;
@@ -335,7 +345,12 @@ pub fn daemon(disks: &[BlockDevice], ctx: &JobContext) -> ! {
                 }
             }
         }
-        console::update(|s| s.spool = format!("in memory (/run), {remaining} report(s) waiting"));
+        console::update(|s| {
+            s.spool = format!(
+                "{}, {remaining} report(s) waiting",
+                ctx.spool_place.describe()
+            )
+        });
         if let Some(e) = stopped {
             say(&format!(
                 "manager unreachable, {remaining} report(s) wait in the spool: {e}"

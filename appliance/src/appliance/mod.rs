@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod modules;
 pub mod net;
 pub mod signatures;
+pub mod spooldisk;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -46,8 +47,6 @@ pub const BAKED_DB_DIRS: &[&str] = &[
     "/usr/share/coldscan/db",
     "/var/lib/clamav",
 ];
-/// The spool directory: in memory (`/run` is a tmpfs), so lost at power off.
-pub const SPOOL_DIR: &str = "/run/coldscan/spool";
 /// How long PID 1 waits for the kernel to finish probing block devices.
 const DEVICE_SETTLE_MAX: Duration = Duration::from_secs(10);
 /// Block devices must stay unchanged this long to count as settled.
@@ -160,7 +159,7 @@ fn main_body() -> anyhow::Result<()> {
             discovery::DiskRole::Appliance => "appliance disk (not scanned)".to_string(),
             discovery::DiskRole::Config { partition } => {
                 if config_disk.is_none() {
-                    config_disk = Some((d.dev_path.clone(), *partition));
+                    config_disk = Some((d.dev_path.clone(), d.kernel_name.clone(), *partition));
                 }
                 "config disk (not scanned)".to_string()
             }
@@ -187,7 +186,7 @@ fn main_body() -> anyhow::Result<()> {
 
     let run_dir = PathBuf::from(configdisk::RUN_DIR);
     let disk = match &config_disk {
-        Some((dev, part)) => {
+        Some((dev, _, part)) => {
             let disk = configdisk::ConfigDisk::read(dev, *part, &run_dir)?;
             say(&format!(
                 "config disk: coldscan.toml {}, {} signature database file(s)",
@@ -265,12 +264,23 @@ fn main_body() -> anyhow::Result<()> {
                 max_delay: Duration::from_secs(5),
             };
             let client = crate::client::ManagerClient::new(&cc)?;
-            let spool = crate::client::Spool::open(Path::new(SPOOL_DIR))?;
+            let place = match (&config_disk, &disk) {
+                (Some((_, name, part)), Some(d)) => spooldisk::choose(name, *part, d.kind),
+                _ => spooldisk::SpoolPlace::memory(None),
+            };
+            let spool = crate::client::Spool::open(&place.dir)?;
+            let waiting = spool.pending().map(|p| p.len()).unwrap_or(0);
             say(&format!(
-                "reports go to {url}; undelivered reports wait in {SPOOL_DIR} (in memory: lost at power off)"
+                "reports go to {url}; undelivered reports wait {}{}",
+                place.describe(),
+                if waiting > 0 {
+                    format!(", {waiting} from an earlier boot waiting there")
+                } else {
+                    String::new()
+                }
             ));
-            console::update(|s| s.spool = format!("in memory ({SPOOL_DIR})"));
-            Some((client, spool))
+            console::update(|s| s.spool = place.describe());
+            Some((client, spool, place))
         }
         _ => None,
     };
@@ -281,16 +291,22 @@ fn main_body() -> anyhow::Result<()> {
     } else {
         config.jobs
     };
+    let spool_place = manager
+        .as_ref()
+        .map(|(_, _, place)| place.clone())
+        .unwrap_or_else(|| spooldisk::SpoolPlace::memory(None));
     let ctx = jobs::JobContext {
         dbs,
         budget,
-        manager,
+        manager: manager.map(|(client, spool, _)| (client, spool)),
         selftest: config.selftest.clone(),
         heartbeat: Duration::from_secs(config.heartbeat_seconds),
         fetched: signatures::Fetched::new(
             config.signatures == config::SignatureSource::Manager,
             Path::new(signatures::SIGNATURE_DIR),
         ),
+        spool_place,
+        delivery_deadline: Duration::from_secs(config.delivery_seconds),
     };
     match config.mode {
         config::Mode::Oneshot => {

@@ -507,16 +507,23 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Connection-level failures worth another attempt.
+/// Connection-level failures worth another attempt. A TLS failure (a certificate the CA bundle
+/// does not trust, a wrong host name) is not one, although it reaches us as an I/O error
+/// carrying rustls's error: the same handshake fails the same way every time.
 fn is_transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::HostNotFound
-            | ureq::Error::Protocol(_)
-    )
+    match e {
+        ureq::Error::Io(io) => !is_tls_failure(io),
+        ureq::Error::Timeout(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether an I/O error is rustls refusing the handshake.
+fn is_tls_failure(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 /// `Retry-After: SECONDS`, bounded.
@@ -577,84 +584,9 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Resu
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+#[path = "tls_tests.rs"]
+mod tls_tests;
 
-    #[test]
-    fn keys_are_v4_uuids_and_differ() {
-        let a = new_idempotency_key();
-        let b = new_idempotency_key();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-        assert!("89ab".contains(&a[19..20]), "{a}");
-    }
-
-    #[test]
-    fn backoff_grows_within_bounds() {
-        let p = RetryPolicy {
-            attempts: 10,
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-        };
-        for _ in 0..50 {
-            let d0 = p.delay(0);
-            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
-            let d3 = p.delay(3);
-            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
-            let d30 = p.delay(30);
-            assert!(d30 >= Duration::from_millis(500) && d30 <= Duration::from_secs(1));
-        }
-    }
-
-    #[test]
-    fn token_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("t");
-        std::fs::write(&f, "\n  coldscan_abc  \n").unwrap();
-        assert_eq!(read_token_file(&f).unwrap(), "coldscan_abc");
-        std::fs::write(&f, "\n\n").unwrap();
-        assert!(read_token_file(&f).is_err());
-        std::fs::write(&f, "a b").unwrap();
-        assert!(read_token_file(&f).is_err());
-        assert!(read_token_file(&dir.path().join("missing")).is_err());
-    }
-
-    #[test]
-    fn unreachable_manager_is_retried_then_reported() {
-        // A port that was just free: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cfg = ClientConfig::new(&format!("http://127.0.0.1:{port}/"), "t");
-        cfg.retry = RetryPolicy {
-            attempts: 3,
-            initial_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-        };
-        let client = ManagerClient::new(&cfg).unwrap();
-        match client.post_report(b"{}", "k") {
-            Err(ClientError::Unreachable { attempts, .. }) => assert_eq!(attempts, 3),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn bad_urls_and_ca_files_are_config_errors() {
-        assert!(matches!(
-            ManagerClient::new(&ClientConfig::new("ftp://x", "t")),
-            Err(ClientError::Config(_))
-        ));
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "not a certificate").unwrap();
-        let mut cfg = ClientConfig::new("https://localhost", "t");
-        cfg.ca_file = Some(ca);
-        assert!(matches!(
-            ManagerClient::new(&cfg),
-            Err(ClientError::Config(_))
-        ));
-    }
-}
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

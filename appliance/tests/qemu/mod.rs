@@ -7,15 +7,17 @@
 //! and a generated test signature database. Success is judged from the serial console log,
 //! never from QEMU's exit code.
 //!
-//! [`TestManager`] answers the manager API calls the appliance makes (`POST /api/v1/reports`
-//! with idempotency keys, heartbeat, job claims) on a loopback port that the guest reaches
-//! through QEMU's `guestfwd` (user networking with `restrict=on`).
+//! The manager is the real `coldscan-manager` ([`Manager`]) on a loopback port that the guest
+//! reaches through QEMU's `guestfwd` (user networking with `restrict=on`), as `make demo` runs it.
 
 #![allow(dead_code)]
 
+pub mod configdisk;
 pub mod guests;
 mod manager;
-pub use manager::{Received, TestManager};
+pub mod stored;
+#[allow(unused_imports)] // each test binary uses its part
+pub use manager::{free_port, manager_binary, Manager, APPLIANCE};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use coldscan_tests::testdb;
 
-/// Modules loaded by the test image, in dependency order (`modinfo -F depends`).
+/// Modules loaded by the test image, in dependency order (`modinfo -F depends`; ext4 and jbd2
+/// also need a `crc32c` implementation).
 pub const MODULES: &[&str] = &[
     "kernel/drivers/virtio/virtio_ring.ko",
     "kernel/drivers/virtio/virtio.ko",
@@ -38,13 +41,21 @@ pub const MODULES: &[&str] = &[
     "kernel/drivers/net/virtio_net.ko",
     "kernel/drivers/input/evdev.ko",
     "kernel/drivers/acpi/button.ko",
+    // The config disk, mounted read-write for the spool: FAT (utf8 names) or ext4.
+    "kernel/fs/fat/fat.ko",
+    "kernel/fs/fat/vfat.ko",
+    "kernel/fs/nls/nls_cp437.ko",
+    "kernel/fs/nls/nls_utf8.ko",
+    "kernel/lib/crc16.ko",
+    "kernel/fs/mbcache.ko",
+    "kernel/fs/jbd2/jbd2.ko",
+    "kernel/crypto/crc32c_generic.ko",
+    "kernel/fs/ext4/ext4.ko",
 ];
 /// OVMF firmware (package `ovmf`).
 pub const OVMF_DIR: &str = "/usr/share/OVMF";
 /// The manager's address as the guest sees it (forwarded by QEMU to the test's port).
 pub const GUEST_MANAGER: &str = "10.0.2.100:8080";
-/// The token the test manager accepts.
-pub const TOKEN: &str = "e2e-appliance-token-0123456789abcdef";
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -174,7 +185,7 @@ fn initramfs(kernel: &Kernel, binary: &Path) -> PathBuf {
     let dir = cache_dir();
     let out = dir.join("initramfs.cpio.zst");
     let stamp = format!(
-        "{:?} {}",
+        "{:?} {} {MODULES:?}",
         std::fs::metadata(binary).unwrap().modified().unwrap(),
         kernel.release
     );
@@ -463,6 +474,12 @@ impl Vm {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    /// Kills QEMU (the machine dies at once, as on a host crash) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for QEMU to end (the guest powered off); panics after `limit` with the log.
     pub fn wait_powered_off(&mut self, limit: Duration) -> String {
         let start = Instant::now();
@@ -494,4 +511,51 @@ pub fn sha256_file(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// `qemu-nbd` serving an image read-only on a loopback port; killed on drop.
+#[derive(Debug)]
+pub struct NbdServer {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl NbdServer {
+    /// Serves `image` (raw) as export `export`, and waits until it accepts connections.
+    pub fn start(image: &Path) -> NbdServer {
+        let port = free_port();
+        let child = Command::new("qemu-nbd")
+            .args([
+                "--read-only",
+                "--persistent",
+                "--shared=4",
+                "-f",
+                "raw",
+                "-x",
+                "export",
+            ])
+            .args(["-b", "127.0.0.1", "-p", &port.to_string()])
+            .arg(image)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("qemu-nbd starts");
+        let server = NbdServer { child, port };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "qemu-nbd not listening"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

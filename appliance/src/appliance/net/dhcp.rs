@@ -1,7 +1,7 @@
 //! A DHCPv4 client for one interface (RFC 2131 sections 3.1 and 4.4, options RFC 2132):
-//! DISCOVER, OFFER, REQUEST, ACK, nothing more. The appliance keeps the lease for its lifetime
-//! (it does not renew: a scan appliance lives for minutes to hours, and the lease time is shown
-//! on the console).
+//! DISCOVER, OFFER, REQUEST, ACK to obtain a lease; REQUEST in the RENEWING state (unicast to the
+//! server, `ciaddr` set, section 4.3.2) and REBINDING state (broadcast) to extend it, which
+//! [`super::renewal`] schedules at T1 and T2 (section 4.4.5).
 //!
 //! Packets go over a UDP socket bound to port 68 and to the interface (`SO_BINDTODEVICE`), sent
 //! to the limited broadcast address with the BROADCAST flag set, so that servers answer by
@@ -248,8 +248,18 @@ fn random_xid() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-/// Obtains a lease on `interface` (which must be up) for the hardware address `mac`.
-pub fn obtain(interface: &str, mac: [u8; 6]) -> Result<Lease, DhcpError> {
+/// A REQUEST extending the lease of `address` (RFC 2131 section 4.3.2, RENEWING and REBINDING
+/// states): `ciaddr` is our address, and neither the requested address nor the server
+/// identifier option is sent; no BROADCAST flag (we can receive unicast now).
+pub fn build_renewal(xid: u32, mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
+    let mut p = build(MessageType::Request, xid, mac, None);
+    p[10..12].copy_from_slice(&0u16.to_be_bytes());
+    p[12..16].copy_from_slice(&address.octets());
+    p
+}
+
+/// A UDP socket on port 68 bound to `interface`.
+fn client_socket(interface: &str) -> Result<std::net::UdpSocket, DhcpError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock_err = |source: std::io::Error| DhcpError::Socket {
         interface: interface.to_string(),
@@ -264,46 +274,119 @@ pub fn obtain(interface: &str, mac: [u8; 6]) -> Result<Lease, DhcpError> {
     socket
         .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68).into())
         .map_err(sock_err)?;
-    let socket: std::net::UdpSocket = socket.into();
+    Ok(socket.into())
+}
+
+/// Extends `lease` on `interface`: a renewal REQUEST sent to `to` (the server's port 67 while
+/// RENEWING, the broadcast address while REBINDING). `Ok` with the ACK's lease; a NAK is
+/// [`DhcpError::Refused`].
+pub fn renew(
+    interface: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    to: SocketAddrV4,
+) -> Result<Lease, DhcpError> {
+    let socket = client_socket(interface)?;
+    let xid = random_xid();
+    let ack = exchange(
+        &socket,
+        to,
+        interface,
+        mac,
+        xid,
+        &build_renewal(xid, mac, lease.address),
+        &[MessageType::Ack, MessageType::Nak],
+        "ACK",
+    )?;
+    if ack.kind == MessageType::Nak {
+        return Err(DhcpError::Refused {
+            interface: interface.to_string(),
+        });
+    }
+    Ok(Lease {
+        address: ack.address,
+        prefix: ack.prefix.unwrap_or(lease.prefix),
+        router: ack.router.or(lease.router),
+        dns: if ack.dns.is_empty() {
+            lease.dns.clone()
+        } else {
+            ack.dns
+        },
+        server: ack.server.or(lease.server),
+        lease_seconds: ack.lease_seconds,
+    })
+}
+
+/// Sends `packet` to `to` and waits for an answer of a kind in `want` to transaction `xid`,
+/// [`ATTEMPTS`] times.
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    socket: &std::net::UdpSocket,
+    to: SocketAddrV4,
+    interface: &str,
+    mac: [u8; 6],
+    xid: u32,
+    packet: &[u8],
+    want: &[MessageType],
+    waiting_for: &'static str,
+) -> Result<Reply, DhcpError> {
+    let sock_err = |source: std::io::Error| DhcpError::Socket {
+        interface: interface.to_string(),
+        source,
+    };
+    for _ in 0..ATTEMPTS {
+        socket.send_to(packet, to).map_err(sock_err)?;
+        let deadline = Instant::now() + ANSWER_WAIT;
+        let mut buf = [0u8; 1500];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            socket.set_read_timeout(Some(left)).map_err(sock_err)?;
+            let n = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(sock_err(e)),
+            };
+            if let Some(reply) = parse(&buf[..n], mac) {
+                if reply.xid == xid && want.contains(&reply.kind) {
+                    return Ok(reply);
+                }
+            }
+        }
+    }
+    Err(DhcpError::NoAnswer {
+        interface: interface.to_string(),
+        waiting_for,
+        attempts: ATTEMPTS,
+    })
+}
+
+/// Obtains a lease on `interface` (which must be up) for the hardware address `mac`.
+pub fn obtain(interface: &str, mac: [u8; 6]) -> Result<Lease, DhcpError> {
+    let socket = client_socket(interface)?;
     let server = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     let xid = random_xid();
 
     let exchange = |packet: &[u8], want: &[MessageType], waiting_for: &'static str| {
-        for _ in 0..ATTEMPTS {
-            socket.send_to(packet, server).map_err(sock_err)?;
-            let deadline = Instant::now() + ANSWER_WAIT;
-            let mut buf = [0u8; 1500];
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                if left.is_zero() {
-                    break;
-                }
-                socket.set_read_timeout(Some(left)).map_err(sock_err)?;
-                let n = match socket.recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        break
-                    }
-                    Err(e) => return Err(sock_err(e)),
-                };
-                if let Some(reply) = parse(&buf[..n], mac) {
-                    if reply.xid == xid && want.contains(&reply.kind) {
-                        return Ok(reply);
-                    }
-                }
-            }
-        }
-        Err(DhcpError::NoAnswer {
-            interface: interface.to_string(),
+        exchange(
+            &socket,
+            server,
+            interface,
+            mac,
+            xid,
+            packet,
+            want,
             waiting_for,
-            attempts: ATTEMPTS,
-        })
+        )
     };
-
     let offer = exchange(
         &build(MessageType::Discover, xid, mac, None),
         &[MessageType::Offer],

@@ -1,11 +1,13 @@
 //! The appliance's network, configured by PID 1 itself (the kernel's `IP_PNP` is off): links up
-//! over rtnetlink ([`netlink`]), then DHCPv4 ([`dhcp`]) or the static address of
-//! `coldscan.net=IP/PREFIX,GW[,DNS]`. Ethernet interfaces only (virtio-net, vmxnet3, e1000/e1000e,
-//! netvsc all present as `ARPHRD_ETHER`); no socket ever listens.
+//! over rtnetlink ([`netlink`]), then DHCPv4 ([`dhcp`], the lease kept alive by [`renewal`]) or
+//! the static address of `coldscan.net=IP/PREFIX,GW[,DNS]`. Ethernet interfaces only
+//! (virtio-net, vmxnet3, e1000/e1000e, netvsc all present as `ARPHRD_ETHER`); no socket ever
+//! listens.
 #![forbid(unsafe_code)]
 
 pub mod dhcp;
 pub mod netlink;
+pub mod renewal;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -158,6 +160,7 @@ pub fn configure(config: &NetConfig) -> Result<Option<NetState>, String> {
                             (Some(srv), None) => format!("dhcp from {srv}"),
                             _ => "dhcp".into(),
                         };
+                        renewal::spawn(i.name.clone(), i.mac, lease);
                         return Ok(Some(state));
                     }
                     Err(e) => errors.push(e.to_string()),
