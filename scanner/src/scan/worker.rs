@@ -6,12 +6,12 @@
 //!   engine as memory. One read serves the hash, the cache lookup and the scan, and libclamav
 //!   needs no page map of its own (measured: its handle maps take a fresh anonymous mapping per
 //!   file and fault every page in under a process-wide lock).
-//! - **Large contents** are scanned through the engine's positional reader; the SHA-256 is fed
-//!   by the engine's own reads where they continue the content in order, and only what it did
-//!   not read in order is read again afterwards
-//!   ([`crate::engine::ScanEngine::scan_hashed`]). With a cache, the hash must be known before
-//!   the scan to look the verdict up, so a large content is hashed first and, on a miss, read a
-//!   second time by the scan.
+//! - **Large contents** are scanned through the engine's positional reader. Without a cache the
+//!   hash only goes into detections, so it is computed after the scan for a detected content
+//!   only (one more read of a rare file rather than hashing every large clean one). With a
+//!   cache, the hash must be known before the scan to look the verdict up, so a large content
+//!   is hashed first and, on a miss, read a second time by the scan; if that hash cannot be
+//!   read, the scan's own in-order reads feed it ([`crate::engine::ScanEngine::scan_hashed`]).
 //! - A content that cannot be read whole into the buffer (read error, shorter than its size) is
 //!   scanned through the reader, which reports exactly what could not be read.
 
@@ -198,6 +198,16 @@ impl<'a> Worker<'a> {
                 .engine
                 .scan(reader.as_mut(), name)
                 .map(|v| (v, Some(sha))),
+            // Without a cache the hash only goes into detections: hash the rare detected file
+            // afterwards rather than every large clean one during its scan.
+            None if self.cache.is_none() => self.engine.scan(reader.as_mut(), name).map(|v| {
+                let sha = if v.signatures.is_empty() {
+                    None
+                } else {
+                    hash_reader(reader.as_mut(), name)
+                };
+                (v, sha)
+            }),
             None => self.engine.scan_hashed(reader.as_mut(), name),
         };
         match scanned {
