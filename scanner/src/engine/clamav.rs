@@ -233,11 +233,32 @@ fn digest_database(digest: &mut sha2::Sha256, path: &Path, is_dir: bool) -> Resu
         vec![path.to_path_buf()]
     };
     for f in files.drain(..) {
-        let data = std::fs::read(&f).map_err(io)?;
+        // Streamed: a database can be hundreds of megabytes, which must not add to the peak
+        // memory next to the engine libclamav is building from it.
+        use std::io::Read;
+        let mut file = std::fs::File::open(&f).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
         digest.update(file_name(&f).as_bytes());
         digest.update([0]);
-        digest.update((data.len() as u64).to_le_bytes());
-        digest.update(&data);
+        digest.update(len.to_le_bytes());
+        let mut buf = vec![0u8; 1 << 16];
+        let mut read = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                break;
+            };
+            digest.update(chunk);
+            read = read.saturating_add(n as u64);
+        }
+        if read != len {
+            return Err(Error::Engine {
+                object: f.display().to_string(),
+                detail: format!(
+                    "signature database changed while it was read ({len} bytes, then {read})"
+                ),
+            });
+        }
     }
     Ok(())
 }
