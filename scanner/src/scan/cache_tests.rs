@@ -75,12 +75,18 @@ fn random_tree(root: &Path, seed: u64, large: bool) {
         written.push(path);
     }
     if large {
-        let mut data = vec![0x41u8; (worker::MEMORY_SCAN_MAX + 4096) as usize];
-        let at = data.len() - 1000;
-        data.splice(at..at, eicar());
-        let big = root.join("big.bin");
-        std::fs::write(&big, &data).unwrap();
-        std::fs::copy(&big, root.join("big-copy.bin")).unwrap();
+        // One content read into a buffer of its own, one scanned through the reader.
+        for (name, size) in [
+            ("mid", worker::MEMORY_SCAN_MAX + 4096),
+            ("big", worker::TRANSIENT_SCAN_MAX + 4096),
+        ] {
+            let mut data = vec![0x41u8; size as usize];
+            let at = data.len() - 1000;
+            data.splice(at..at, eicar());
+            let path = root.join(format!("{name}.bin"));
+            std::fs::write(&path, &data).unwrap();
+            std::fs::copy(&path, root.join(format!("{name}-copy.bin"))).unwrap();
+        }
     }
 }
 
@@ -117,7 +123,7 @@ fn cache_never_changes_a_verdict() {
         ..Limits::default()
     };
     let e = engine(Limits {
-        max_file_size: worker::MEMORY_SCAN_MAX * 2,
+        max_file_size: worker::TRANSIENT_SCAN_MAX * 2,
         ..limits
     });
     let small_limit = engine(limits);

@@ -6,12 +6,19 @@
 //!   engine as memory. One read serves the hash, the cache lookup and the scan, and libclamav
 //!   needs no page map of its own (measured: its handle maps take a fresh anonymous mapping per
 //!   file and fault every page in under a process-wide lock).
-//! - **Large contents** are scanned through the engine's positional reader; the SHA-256 is fed
-//!   by the engine's own reads where they continue the content in order, and only what it did
-//!   not read in order is read again afterwards
-//!   ([`crate::engine::ScanEngine::scan_hashed`]). With a cache, the hash must be known before
-//!   the scan to look the verdict up, so a large content is hashed first and, on a miss, read a
-//!   second time by the scan.
+//! - **Mid-size contents** (up to [`TRANSIENT_SCAN_MAX`]) go the same way through a buffer of
+//!   their own, freed after the scan. Through a handle map they cost more than the memory: for
+//!   each page libclamav first touches the fresh mapping for reading (mapping the shared zero
+//!   page), then our read writes it, and replacing the zero page flushes that TLB entry on every
+//!   CPU running the process: one inter-processor interrupt per 4 KiB with two scan threads
+//!   (measured: 3.5% of all CPU time in `smp_call_function_many_cond` and the x2APIC write, on
+//!   top of the other thread's lost time).
+//! - **Large contents** are scanned through the engine's positional reader. Without a cache the
+//!   hash only goes into detections, so it is computed after the scan for a detected content
+//!   only (one more read of a rare file rather than hashing every large clean one). With a
+//!   cache, the hash must be known before the scan to look the verdict up, so a large content
+//!   is hashed first and, on a miss, read a second time by the scan; if that hash cannot be
+//!   read, the scan's own in-order reads feed it ([`crate::engine::ScanEngine::scan_hashed`]).
 //! - A content that cannot be read whole into the buffer (read error, shorter than its size) is
 //!   scanned through the reader, which reports exactly what could not be read.
 
@@ -28,8 +35,12 @@ use crate::error::{Error, Reason, Result};
 use crate::fs::{FileEntry, FileReader, SharedFilesystem};
 use crate::report::{Detection, NotScanned};
 
-/// Largest content read whole into a worker's buffer (one such buffer per worker).
+/// Largest content read whole into a worker's buffer (one such buffer per worker, kept).
 pub const MEMORY_SCAN_MAX: u64 = 16 << 20;
+
+/// Largest content read whole into memory at all: above [`MEMORY_SCAN_MAX`], into a buffer of
+/// its own that is freed after the scan, so each worker holds at most this much content.
+pub const TRANSIENT_SCAN_MAX: u64 = 64 << 20;
 
 /// Where a content is read from.
 #[derive(Debug, Clone)]
@@ -179,7 +190,7 @@ impl<'a> Worker<'a> {
                 Err(e) => fail(e, size),
             };
         }
-        if size <= MEMORY_SCAN_MAX {
+        if size <= TRANSIENT_SCAN_MAX {
             if let Some(outcome) = self.scan_in_memory(reader.as_mut(), name, size) {
                 return outcome;
             }
@@ -198,6 +209,16 @@ impl<'a> Worker<'a> {
                 .engine
                 .scan(reader.as_mut(), name)
                 .map(|v| (v, Some(sha))),
+            // Without a cache the hash only goes into detections: hash the rare detected file
+            // afterwards rather than every large clean one during its scan.
+            None if self.cache.is_none() => self.engine.scan(reader.as_mut(), name).map(|v| {
+                let sha = if v.signatures.is_empty() {
+                    None
+                } else {
+                    hash_reader(reader.as_mut(), name)
+                };
+                (v, sha)
+            }),
             None => self.engine.scan_hashed(reader.as_mut(), name),
         };
         match scanned {
@@ -206,8 +227,10 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Reads a small content whole and scans it from memory; `None` when it could not be read
-    /// whole (the caller scans it through the reader, which reports what went wrong).
+    /// Reads a content whole and scans it from memory; `None` when it could not be read whole
+    /// (the caller scans it through the reader, which reports what went wrong). Contents up to
+    /// [`MEMORY_SCAN_MAX`] use the worker's buffer, larger ones (up to
+    /// [`TRANSIENT_SCAN_MAX`]) a buffer of their own, freed after the scan.
     fn scan_in_memory(
         &mut self,
         reader: &mut dyn FileReader,
@@ -215,35 +238,56 @@ impl<'a> Worker<'a> {
         size: u64,
     ) -> Option<Outcome> {
         let len = usize::try_from(size).ok()?;
-        if self.buffer.len() < len {
-            self.buffer.resize(len, 0);
+        let kept = size <= MEMORY_SCAN_MAX;
+        let mut buf = if kept {
+            std::mem::take(&mut self.buffer)
+        } else {
+            Vec::new()
+        };
+        if buf.len() < len {
+            if kept {
+                buf.resize(len, 0);
+            } else {
+                // Fresh zero pages, first written by the read itself.
+                buf = vec![0u8; len];
+            }
         }
-        let data = self.buffer.get_mut(..len)?;
-        fill(reader, data).ok()?;
-        let data = self.buffer.get(..len)?;
+        let filled = buf.get_mut(..len).is_some_and(|d| fill(reader, d).is_ok());
+        let outcome = filled
+            .then(|| buf.get(..len))
+            .flatten()
+            .map(|data| self.scan_data(data, name, size));
+        if kept {
+            self.buffer = buf;
+        }
+        outcome
+    }
+
+    /// Looks a content read whole up in the cache, or scans it from memory.
+    fn scan_data(&self, data: &[u8], name: &str, size: u64) -> Outcome {
         let mut sha = None;
         if let Some(cache) = self.cache {
             let digest: [u8; 32] = Sha256::digest(data).into();
             if let Some(sigs) = cache.get(&digest, size) {
-                return Some(cached(sigs, &digest, size));
+                return cached(sigs, &digest, size);
             }
             sha = Some(digest);
         }
         let verdict = match self.engine.scan_bytes(data, name) {
             Ok(v) => v,
             Err(e) => {
-                return Some(Outcome {
+                return Outcome {
                     result: Err((e.reason(), e.to_string())),
                     sha256: None,
                     cached: false,
                     size,
-                })
+                }
             }
         };
         if sha.is_none() && !verdict.signatures.is_empty() {
             sha = Some(Sha256::digest(data).into());
         }
-        Some(self.finish(verdict, sha, size, true))
+        self.finish(verdict, sha, size, true)
     }
 
     /// Stores a complete verdict in the cache and builds the outcome.
