@@ -47,7 +47,7 @@ fmt:
 e2e: bootstrap
 	$(CARGO) build --workspace --profile release-checked --bins
 	COLDSCAN_MANAGER_BIN=$(abspath $(or $(CARGO_TARGET_DIR),target))/release-checked/coldscan-manager \
-	  $(CARGO) test -p coldscan --profile release-checked --test appliance_qemu -- --ignored
+	  $(CARGO) test -p coldscan --profile release-checked --test appliance_qemu -- --ignored --skip bench_
 	COLDSCAN_MANAGER_BIN=$(abspath $(or $(CARGO_TARGET_DIR),target))/release-checked/coldscan-manager \
 	  $(CARGO) test -p coldscan --profile release-checked --test appliance_signatures -- --ignored
 	$(CARGO) test -p coldscan-manager --profile release-checked libvirt:: -- --ignored

@@ -2,7 +2,7 @@
 //! test guest with two network interfaces (one without a `<link>` element, one with
 //! `<link state='up'/>`) is quarantined, quarantined again, and released; the domain's live and
 //! persistent XML show each step, and the log holds one entry per real action. Needs root,
-//! libvirt and QEMU (`scripts/libvirt-up`); ignored by `cargo test`, run by `make e2e`.
+//! libvirt and QEMU (the daemons held through `coldscan_tests::libvirt::Daemons`); ignored by `cargo test`, run by `make e2e`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -132,7 +132,8 @@ fn pairs(links: &[Link]) -> Vec<(String, Option<String>)> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root, libvirtd and QEMU: make e2e"]
 async fn quarantine_cuts_every_link_live_and_persistent_and_release_restores_it() {
-    run(&mut Command::new(repo().join("scripts/libvirt-up")));
+    // The shared hold: the other libvirt tests of this binary start and stop the same daemons.
+    let _daemons = coldscan_tests::libvirt::Daemons::up().unwrap();
     let dir = tempfile::Builder::new()
         .prefix("cs-q")
         .tempdir_in("/tmp")
