@@ -249,7 +249,9 @@ impl World {
         // Each world its own ports: tests of this binary run in parallel.
         static WORLDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let world = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
-        let base = 20_000 + (std::process::id() % 1000) * 64 + world * 16;
+        // 640 slots of 64 ports from 20000: the last one ends at 60959, below 65536 whatever
+        // the process id (with `% 1000` a pid ending in 700 or more overflowed the port range).
+        let base = 20_000 + (std::process::id() % 640) * 64 + world * 16;
         let ports = format!("{base}-{}", base + 15);
         let work = self.work_dir();
         let m = Manager::start(
