@@ -4,40 +4,18 @@
 //! persistent XML show each step, and the log holds one entry per real action. Needs root,
 //! libvirt and QEMU (the daemons held through `coldscan_tests::libvirt::Daemons`); ignored by `cargo test`, run by `make e2e`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use super::quarantine::{self, Actor, Link, Links};
+use super::tests::{repo, run, virsh, URI};
 use super::Hypervisor;
 use crate::store::quarantine::QuarantineStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
-const URI: &str = "qemu:///system";
 const MAC_PLAIN: &str = "52:54:00:c5:00:01";
 const MAC_UP: &str = "52:54:00:c5:00:02";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn virsh(args: &[&str]) -> String {
-    run(Command::new("virsh").args(["-c", URI]).args(args))
-}
 
 /// A persistent domain, destroyed and undefined on drop.
 struct Guest {

@@ -12,18 +12,21 @@ use super::*;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Filter, Store};
 
-const URI: &str = "qemu:///system";
+/// The local libvirt connection of these tests (and of `quarantine_tests`).
+pub(super) const URI: &str = "qemu:///system";
 /// Give-up bound for the guest to boot and tick (not a timing assertion: ~8 s measured).
 const BOOT_LIMIT: Duration = Duration::from_secs(180);
 
-fn repo() -> PathBuf {
+/// The workspace root.
+pub(super) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
 }
 
-fn run(cmd: &mut Command) -> String {
+/// Runs `cmd`, which must succeed; its stdout.
+pub(super) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -34,7 +37,8 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn virsh(args: &[&str]) -> String {
+/// `virsh -c URI ARGS`, which must succeed; its stdout.
+pub(super) fn virsh(args: &[&str]) -> String {
     run(Command::new("virsh").args(["-c", URI]).args(args))
 }
 
