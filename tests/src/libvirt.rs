@@ -2,7 +2,7 @@
 //! answers (`scripts/libvirt-up`), and the last holder to let go stops the daemons that were
 //! started for the tests (`scripts/libvirt-down`), leaving ones that already ran alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -52,4 +52,45 @@ impl Drop for Daemons {
             holders.1 = false;
         }
     }
+}
+
+/// What a scan of a running domain must not change: its disk list (`virsh domblklist
+/// --details` on `qemu:///system`) and its image's backing chain (each layer's file, format and
+/// backing file, not sizes: the guest writes), as text to compare before and after.
+pub fn disk_chain(domain: &str, disk: &Path) -> anyhow::Result<(String, String)> {
+    let output = |cmd: &mut Command| -> anyhow::Result<String> {
+        let out = cmd.output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let blk = output(Command::new("virsh").args([
+        "-c",
+        "qemu:///system",
+        "domblklist",
+        domain,
+        "--details",
+    ]))?;
+    let info = output(
+        Command::new("qemu-img")
+            .args(["info", "-U", "--backing-chain", "--output=json"])
+            .arg(disk),
+    )?;
+    let info: serde_json::Value = serde_json::from_str(&info)?;
+    let chain: Vec<_> = info
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("qemu-img info --backing-chain: not a JSON array"))?
+        .iter()
+        .map(|i| {
+            (
+                i["filename"].clone(),
+                i["format"].clone(),
+                i["backing-filename"].clone(),
+            )
+        })
+        .collect();
+    Ok((blk, format!("{chain:?}")))
 }

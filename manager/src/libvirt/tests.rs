@@ -117,24 +117,7 @@ impl Guest {
 
     /// What must not change: the domain's disk list and the image's backing chain.
     fn chain(&self) -> (String, String) {
-        let blk = virsh(&["domblklist", &self.name, "--details"]);
-        let info = run(Command::new("qemu-img")
-            .args(["info", "-U", "--backing-chain", "--output=json"])
-            .arg(&self.disk));
-        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-        let chain: Vec<_> = info
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["filename"].clone(),
-                    i["format"].clone(),
-                    i["backing-filename"].clone(),
-                )
-            })
-            .collect();
-        (blk, format!("{chain:?}"))
+        coldscan_tests::libvirt::disk_chain(&self.name, &self.disk).unwrap()
     }
 }
 

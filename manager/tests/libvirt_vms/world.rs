@@ -158,26 +158,7 @@ impl Guest {
 
     /// The domain's disk list and the image's backing chain: must never change.
     pub fn chain(&self) -> (String, String) {
-        let blk = virsh(&["domblklist", &self.name, "--details"]);
-        let info = run(Command::new("qemu-img")
-            .args(["info", "-U", "--backing-chain", "--output=json"])
-            .arg(&self.disk));
-        let info: Value = serde_json::from_str(&info).unwrap();
-        // The chain: each image's file, format and backing file (not sizes: the guest
-        // writes).
-        let chain: Vec<_> = info
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["filename"].clone(),
-                    i["format"].clone(),
-                    i["backing-filename"].clone(),
-                )
-            })
-            .collect();
-        (blk, format!("{chain:?}"))
+        coldscan_tests::libvirt::disk_chain(&self.name, &self.disk).unwrap()
     }
 
     /// Still running, and (for the writer) its counter went on without a gap.
