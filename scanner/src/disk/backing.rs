@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::block::SharedSource;
-use crate::disk::{open_layer, ChainState, OpenOptions, OpenedDisk};
+use crate::disk::{open_file_as, open_layer, ChainState, DiskFormat, OpenOptions, OpenedDisk};
 use crate::error::Result;
 
 /// Opens the layer that the image at `this` names as its backing/parent file `named`, resolved
@@ -36,16 +36,7 @@ pub(crate) fn open_lower_raw(
     let path = resolve(opts, this, named)?;
     state.enter(&path)?;
     let file: SharedSource = std::sync::Arc::new(crate::block::FileSource::open(&path)?);
-    Ok(OpenedDisk {
-        chain: vec![crate::disk::ChainLink {
-            path: path.display().to_string(),
-            format: crate::disk::DiskFormat::Raw,
-            virtual_size: file.size(),
-        }],
-        source: file,
-        format: crate::disk::DiskFormat::Raw,
-        details: Vec::new(),
-    })
+    open_file_as(&path, file, DiskFormat::Raw, opts, state)
 }
 
 /// Resolves a backing/parent name through the chain policy.

@@ -255,12 +255,56 @@ pub fn open_target(spec: &str, opts: &OpenOptions) -> Result<OpenedDisk> {
     }
 }
 
+/// Opens a disk image whose top layer's format is known (stated by the hypervisor, e.g. the
+/// `<driver type=...>` of a libvirt domain disk) instead of probed.
+///
+/// A raw guest disk whose first bytes the guest itself wrote as another format's magic (a
+/// `QFI\xfb` header planted inside the VM) is therefore served as raw and never followed into a
+/// backing file it names. A non-raw `format` that the file's magic contradicts is refused as
+/// corrupt at offset 0. Layers below the top (written by the host, not the guest) keep the usual
+/// detection and [`ChainPolicy`] rules.
+pub fn open_as(path: &Path, format: DiskFormat, opts: &OpenOptions) -> Result<OpenedDisk> {
+    let mut state = ChainState::default();
+    state.enter(path)?;
+    let file: SharedSource = Arc::new(FileSource::open(path)?);
+    if format != DiskFormat::Raw {
+        let found = detect(file.as_ref())?;
+        if found != format {
+            return Err(Error::corrupt(
+                path.display().to_string(),
+                0,
+                format!(
+                    "given as a {} image, but its header is {}",
+                    format.as_str(),
+                    if found == DiskFormat::Raw {
+                        "no known image format".to_string()
+                    } else {
+                        format!("a {} header", found.as_str())
+                    }
+                ),
+            ));
+        }
+    }
+    open_file_as(path, file, format, opts, &mut state)
+}
+
 /// Opens one layer of a chain and, through the format's own code, the layers below it. Formats
 /// open their backing file with `open_layer(&opts.chain.resolve(this, named)?, opts, state)`.
 pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Result<OpenedDisk> {
     state.enter(path)?;
     let file: SharedSource = Arc::new(FileSource::open(path)?);
     let format = detect(file.as_ref())?;
+    open_file_as(path, file, format, opts, state)
+}
+
+/// Opens the already entered and opened layer `file` (at `path`) as `format`.
+pub(crate) fn open_file_as(
+    path: &Path,
+    file: SharedSource,
+    format: DiskFormat,
+    opts: &OpenOptions,
+    state: &mut ChainState,
+) -> Result<OpenedDisk> {
     match format {
         DiskFormat::Raw => Ok(OpenedDisk {
             chain: vec![ChainLink {
@@ -282,3 +326,6 @@ pub fn open_layer(path: &Path, opts: &OpenOptions, state: &mut ChainState) -> Re
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;
