@@ -335,11 +335,7 @@ impl<'a> Session<'a> {
     }
 
     fn simple_reply<S: Write>(&self, s: &mut S, cookie: u64, error: u32) -> Result<()> {
-        let mut msg = [0u8; 16];
-        msg[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        msg[4..8].copy_from_slice(&error.to_be_bytes());
-        msg[8..16].copy_from_slice(&cookie.to_be_bytes());
-        write_all(s, &self.peer, &msg)
+        write_all(s, &self.peer, &simple_reply_header(cookie, error))
     }
 
     /// Answers `req` (reading and dropping a write's payload first).
@@ -387,38 +383,52 @@ impl<'a> Session<'a> {
         }
         let total = req.length as usize;
         let first = total.min(REPLY_CHUNK);
-        if self.chunk.len() < first {
-            self.chunk.resize(first, 0);
+        // The reply header and the first piece go out in one write: [header | data].
+        let need = SIMPLE_REPLY_LEN + first;
+        if self.chunk.len() < need {
+            self.chunk.resize(need, 0);
         }
+        let (header, body) = self.chunk.split_at_mut(SIMPLE_REPLY_LEN);
         if export
-            .read_exact_at(req.offset, &mut self.chunk[..first])
+            .read_exact_at(req.offset, &mut body[..first])
             .is_err()
         {
             return self.simple_reply(s, req.cookie, NBD_EIO);
         }
-        self.simple_reply(s, req.cookie, 0)?;
-        write_all(s, &self.peer, &self.chunk[..first])?;
+        header.copy_from_slice(&simple_reply_header(req.cookie, 0));
+        write_all(s, &self.peer, &self.chunk[..need])?;
         let mut done = first;
         while done < total {
             let n = (total - done).min(REPLY_CHUNK);
             // In range: offset + length was checked against the size above.
             let at = req.offset + done as u64;
-            export
-                .read_exact_at(at, &mut self.chunk[..n])
-                .map_err(|e| {
-                    // The header promised data: only closing the connection is left.
-                    violation(
-                        &self.peer,
-                        format!("read failed after the reply began: {e}"),
-                    )
-                })?;
-            write_all(s, &self.peer, &self.chunk[..n])?;
+            let body = &mut self.chunk[SIMPLE_REPLY_LEN..SIMPLE_REPLY_LEN + n];
+            export.read_exact_at(at, body).map_err(|e| {
+                // The header promised data: only closing the connection is left.
+                violation(
+                    &self.peer,
+                    format!("read failed after the reply began: {e}"),
+                )
+            })?;
+            write_all(s, &self.peer, body)?;
             done += n;
         }
         self.bytes_read
             .fetch_add(u64::from(req.length), Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Length of a simple reply header.
+const SIMPLE_REPLY_LEN: usize = 16;
+
+/// A simple reply header: magic, error, the request's handle.
+fn simple_reply_header(cookie: u64, error: u32) -> [u8; SIMPLE_REPLY_LEN] {
+    let mut msg = [0u8; SIMPLE_REPLY_LEN];
+    msg[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    msg[4..8].copy_from_slice(&error.to_be_bytes());
+    msg[8..16].copy_from_slice(&cookie.to_be_bytes());
+    msg
 }
 
 /// Splits `NBD_OPT_INFO`/`NBD_OPT_GO` data into the export name and the information requests
