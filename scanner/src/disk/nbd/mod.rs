@@ -9,8 +9,13 @@
 //! (`NBD_FLAG_CAN_MULTI_CONN`) and accepts them promptly (`qemu-nbd` serves one connection unless
 //! `--shared` says otherwise). Every connect and read has a timeout, so a dead server fails the
 //! scan instead of hanging it; `NBD_CMD_DISC` is sent when a connection is dropped.
+//!
+//! The other side, a read-only server exporting block sources (the manager exports a frozen
+//! snapshot image this way), is [`server::ExportServer`].
 
 pub mod protocol;
+pub mod server;
+pub mod server_protocol;
 
 use std::fmt;
 use std::io::{Read, Write};

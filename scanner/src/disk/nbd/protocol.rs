@@ -4,6 +4,8 @@
 //! "Transmission" (request and simple reply messages) and "Request types" (`NBD_CMD_READ`,
 //! `NBD_CMD_DISC`).
 //!
+//! The constants are shared with the server side (`server_protocol`).
+//!
 //! Everything here works on any `Read + Write`, so the parser is tested and fuzzed on bytes. Only
 //! reads and the disconnect request are ever sent: no write, trim or flush command exists here.
 //! Every length the server sends is bounded before anything is allocated.
@@ -31,6 +33,10 @@ pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
 /// Handshake flag: the server can omit the 124 zero bytes after `NBD_OPT_EXPORT_NAME`.
 pub const FLAG_NO_ZEROES: u16 = 1 << 1;
+/// Client flag: the client speaks fixed newstyle negotiation.
+pub const CLIENT_FLAG_FIXED_NEWSTYLE: u32 = 1 << 0;
+/// Client flag: the server must omit the 124 zero bytes after `NBD_OPT_EXPORT_NAME`.
+pub const CLIENT_FLAG_NO_ZEROES: u32 = 1 << 1;
 /// Transmission flag: flags are valid.
 pub const TFLAG_HAS_FLAGS: u16 = 1 << 0;
 /// Transmission flag: the export is read-only.
@@ -40,24 +46,70 @@ pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
 /// Option: select the export and end negotiation (no reply on failure but a closed socket).
 pub const OPT_EXPORT_NAME: u32 = 1;
+/// Option: end the negotiation (the server acknowledges, then both close).
+pub const OPT_ABORT: u32 = 2;
+/// Option: list the exports (one `NBD_REP_SERVER` each, then `NBD_REP_ACK`).
+pub const OPT_LIST: u32 = 3;
+/// Option: upgrade the connection to TLS.
+pub const OPT_STARTTLS: u32 = 5;
+/// Option: information about an export without selecting it.
+pub const OPT_INFO: u32 = 6;
 /// Option: select the export with replies (information and errors).
 pub const OPT_GO: u32 = 7;
+/// Option: use structured replies in the transmission phase.
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
 /// Option reply: done.
 pub const REP_ACK: u32 = 1;
+/// Option reply: the name of one export (to `NBD_OPT_LIST`).
+pub const REP_SERVER: u32 = 2;
 /// Option reply: information about the export.
 pub const REP_INFO: u32 = 3;
 /// Option reply error bit.
 pub const REP_FLAG_ERROR: u32 = 1 << 31;
 /// Option reply error: the option is not supported.
 pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
+/// Option reply error: the option is known but forbidden by the server's policy.
+pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
+/// Option reply error: the option's data is malformed.
+pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
+/// Option reply error: TLS is required (not supported by this client).
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
+/// Option reply error: no such export.
+pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
+/// Option reply error: the server is shutting down.
+pub const REP_ERR_SHUTDOWN: u32 = REP_FLAG_ERROR | 7;
 /// Information type: export size and transmission flags.
 pub const INFO_EXPORT: u16 = 0;
+/// Information type: the export's canonical name.
+pub const INFO_NAME: u16 = 1;
+/// Information type: a human-readable description of the export.
+pub const INFO_DESCRIPTION: u16 = 2;
 /// Information type: block size constraints.
 pub const INFO_BLOCK_SIZE: u16 = 3;
 /// Command: read.
 pub const CMD_READ: u16 = 0;
+/// Command: write (its payload follows the request).
+pub const CMD_WRITE: u16 = 1;
 /// Command: disconnect.
 pub const CMD_DISC: u16 = 2;
+/// Command: flush written data to stable storage.
+pub const CMD_FLUSH: u16 = 3;
+/// Command: discard a range.
+pub const CMD_TRIM: u16 = 4;
+/// Command: write zeroes to a range (no payload).
+pub const CMD_WRITE_ZEROES: u16 = 6;
+/// Transmission error: operation not permitted (a write to a read-only export).
+pub const NBD_EPERM: u32 = 1;
+/// Transmission error: input/output error.
+pub const NBD_EIO: u32 = 5;
+/// Transmission error: out of memory.
+pub const NBD_ENOMEM: u32 = 12;
+/// Transmission error: invalid request (bad range, length, flags or command).
+pub const NBD_EINVAL: u32 = 22;
+/// Transmission error: no space left.
+pub const NBD_ENOSPC: u32 = 28;
+/// Transmission error: the server is shutting down.
+pub const NBD_ESHUTDOWN: u32 = 108;
 
 /// Longest option reply payload accepted (descriptions and messages are short).
 pub const MAX_OPTION_REPLY: u32 = 64 * 1024;
@@ -92,7 +144,7 @@ impl ExportInfo {
     }
 }
 
-fn io_err(object: &str, e: std::io::Error) -> Error {
+pub(super) fn io_err(object: &str, e: std::io::Error) -> Error {
     Error::io(object, 0, e)
 }
 
@@ -100,21 +152,21 @@ fn proto(object: &str, detail: impl Into<String>) -> Error {
     Error::corrupt(object, 0, format!("NBD protocol: {}", detail.into()))
 }
 
-fn read_array<const N: usize>(s: &mut impl Read, object: &str) -> Result<[u8; N]> {
+pub(super) fn read_array<const N: usize>(s: &mut impl Read, object: &str) -> Result<[u8; N]> {
     let mut b = [0u8; N];
     s.read_exact(&mut b).map_err(|e| io_err(object, e))?;
     Ok(b)
 }
 
-fn read_u16(s: &mut impl Read, object: &str) -> Result<u16> {
+pub(super) fn read_u16(s: &mut impl Read, object: &str) -> Result<u16> {
     Ok(u16::from_be_bytes(read_array(s, object)?))
 }
 
-fn read_u32(s: &mut impl Read, object: &str) -> Result<u32> {
+pub(super) fn read_u32(s: &mut impl Read, object: &str) -> Result<u32> {
     Ok(u32::from_be_bytes(read_array(s, object)?))
 }
 
-fn read_u64(s: &mut impl Read, object: &str) -> Result<u64> {
+pub(super) fn read_u64(s: &mut impl Read, object: &str) -> Result<u64> {
     Ok(u64::from_be_bytes(read_array(s, object)?))
 }
 
@@ -251,9 +303,6 @@ fn go<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<Option<E
     }
     Err(proto(object, "too many option replies"))
 }
-
-/// Option reply error: TLS is required (not supported by this client).
-pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
 
 /// The protocol's name for an option reply error.
 fn option_error_name(code: u32) -> String {
