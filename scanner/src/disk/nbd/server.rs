@@ -504,13 +504,21 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// The instant `d` from now; a timeout too large to represent means a year.
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// One connection: negotiation under one deadline, then requests each under their own.
 fn serve_connection(shared: &Shared, socket: Socket) {
     let peer = socket.peer();
     let opts = &shared.options;
     let mut stream = DeadlineStream {
         socket,
-        deadline: Instant::now() + opts.negotiation_timeout,
+        deadline: deadline_after(opts.negotiation_timeout),
     };
     let mut session = Session::new(&shared.exports, &shared.bytes_read, peer);
     // Any error ends the connection; the client sees it closed, as the protocol prescribes for
@@ -526,11 +534,11 @@ fn serve_connection(shared: &Shared, socket: Socket) {
         }
     }
     while !shared.stopping.load(Ordering::SeqCst) {
-        stream.deadline = Instant::now() + opts.idle_timeout;
+        stream.deadline = deadline_after(opts.idle_timeout);
         let Ok(request) = session.read_request(&mut stream) else {
             return;
         };
-        stream.deadline = Instant::now() + opts.request_timeout;
+        stream.deadline = deadline_after(opts.request_timeout);
         match session.answer(&mut stream, &request) {
             Ok(Step::Continue) => {}
             Ok(_) | Err(_) => return,

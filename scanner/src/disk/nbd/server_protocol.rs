@@ -139,7 +139,7 @@ impl<'a> Session<'a> {
     }
 
     /// Sends the greeting (fixed newstyle, no zeroes) and reads the client's flags; unknown
-    /// client flags, or `NO_ZEROES` without `FIXED_NEWSTYLE` semantics, close the connection.
+    /// client flags close the connection, as the protocol requires.
     pub fn greet<S: Read + Write>(&mut self, s: &mut S) -> Result<()> {
         let mut msg = [0u8; 18];
         msg[0..8].copy_from_slice(&NBD_MAGIC.to_be_bytes());
