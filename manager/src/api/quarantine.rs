@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{authenticate, json_body, ApiError, ApiResult, AppState, Body};
 use crate::libvirt::quarantine::{self, Actor, QuarantineError};
-use crate::libvirt::Hypervisor;
+use crate::libvirt::{blocking, Hypervisor};
 use crate::store::{Role, Store};
 
 /// Most log entries listed.
@@ -52,7 +52,10 @@ async fn act<S: Store>(
         who: who.name,
         reason: target.reason.chars().take(1024).collect(),
     };
-    let hv = Hypervisor::connect(&target.uri)
+    let uri = target.uri.clone();
+    let hv = blocking(move || Hypervisor::connect(&uri))
+        .await
+        .map(std::sync::Arc::new)
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
     let outcome = if release {
         quarantine::release(&hv, &target.domain, &state.store, &actor).await

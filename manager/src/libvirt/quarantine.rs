@@ -11,10 +11,12 @@
 //! action, logged once); every action is logged with who, when, the domain's UUID and the
 //! states before and after.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use virt::domain::Domain;
 
-use super::{call, Hypervisor, LibvirtError};
+use super::{blocking, call, Hypervisor, LibvirtError};
 use crate::store::quarantine::{QuarantineRow, QuarantineStore};
 
 /// The link state of one interface: its MAC address and the `state` of its `<link>` element
@@ -164,36 +166,76 @@ fn all_down(links: &Option<Vec<Link>>) -> Option<Vec<Link>> {
     })
 }
 
+/// The domain an action is about, with its link states before the action.
+struct Subject {
+    dom: Domain,
+    name: String,
+    uuid: String,
+    before: Links,
+}
+
+impl Subject {
+    /// Looks `domain` (name or UUID) up on `hv` and reads its links, on the blocking pool.
+    async fn find(hv: &Arc<Hypervisor>, domain: &str) -> Result<Subject, LibvirtError> {
+        let (hv, key) = (hv.clone(), domain.to_string());
+        blocking(move || {
+            let dom = hv.domain(&key)?;
+            let name = call("domain name", dom.get_name())?;
+            let uuid = call(format!("UUID of {name}"), dom.get_uuid_string())?;
+            let before = links(&dom)?;
+            Ok(Subject {
+                dom,
+                name,
+                uuid,
+                before,
+            })
+        })
+        .await
+    }
+
+    /// The outcome of an action that changed nothing.
+    fn unchanged(self) -> Outcome {
+        Outcome {
+            name: self.name,
+            uuid: self.uuid,
+            changed: false,
+            after: self.before.clone(),
+            before: self.before,
+        }
+    }
+}
+
 /// Quarantines the domain `domain` (name or UUID) on `hv`: its links go down, live and
 /// persistent, and the previous states are recorded. A domain already quarantined is left as
-/// it is (`changed` false, nothing logged).
+/// it is (`changed` false, nothing logged). libvirt is called on the blocking pool.
 pub async fn quarantine<S: QuarantineStore>(
-    hv: &Hypervisor,
+    hv: &Arc<Hypervisor>,
     domain: &str,
     store: &S,
     actor: &Actor,
 ) -> Result<Outcome, QuarantineError> {
-    let dom = hv.domain(domain)?;
-    let name = call("domain name", dom.get_name())?;
-    let uuid = call(format!("UUID of {name}"), dom.get_uuid_string())?;
-    let before = links(&dom)?;
-    if store.quarantine_of(&uuid).await?.is_some() {
-        return Ok(Outcome {
-            name,
-            uuid,
-            changed: false,
-            after: before.clone(),
-            before,
-        });
+    let subject = Subject::find(hv, domain).await?;
+    if store.quarantine_of(&subject.uuid).await?.is_some() {
+        return Ok(subject.unchanged());
     }
-    apply(
-        &dom,
-        all_down(&before.live).as_deref(),
-        all_down(&before.config).as_deref(),
-    )?;
-    let after = links(&dom)?;
+    let (dom, before) = (subject.dom.clone(), subject.before.clone());
+    let after = blocking(move || {
+        apply(
+            &dom,
+            all_down(&before.live).as_deref(),
+            all_down(&before.config).as_deref(),
+        )?;
+        let after = links(&dom)?;
+        if !after.all_down() {
+            let _ = apply(&dom, before.live.as_deref(), before.config.as_deref());
+        }
+        Ok(after)
+    })
+    .await?;
+    let Subject {
+        name, uuid, before, ..
+    } = subject;
     if !after.all_down() {
-        let _ = apply(&dom, before.live.as_deref(), before.config.as_deref());
         return Err(QuarantineError::NotApplied(format!(
             "{name}: libvirt accepted the link change but the domain still shows {}",
             after.json()
@@ -221,35 +263,35 @@ pub async fn quarantine<S: QuarantineStore>(
 }
 
 /// Ends the quarantine of `domain`: every interface gets back the link state recorded before
-/// it. A domain not quarantined is left as it is (`changed` false, nothing logged).
+/// it. A domain not quarantined is left as it is (`changed` false, nothing logged). libvirt is
+/// called on the blocking pool.
 pub async fn release<S: QuarantineStore>(
-    hv: &Hypervisor,
+    hv: &Arc<Hypervisor>,
     domain: &str,
     store: &S,
     actor: &Actor,
 ) -> Result<Outcome, QuarantineError> {
-    let dom = hv.domain(domain)?;
-    let name = call("domain name", dom.get_name())?;
-    let uuid = call(format!("UUID of {name}"), dom.get_uuid_string())?;
-    let before = links(&dom)?;
-    let Some(row) = store.quarantine_of(&uuid).await? else {
-        return Ok(Outcome {
-            name,
-            uuid,
-            changed: false,
-            after: before.clone(),
-            before,
-        });
+    let subject = Subject::find(hv, domain).await?;
+    let Some(row) = store.quarantine_of(&subject.uuid).await? else {
+        return Ok(subject.unchanged());
     };
     let previous: Links = serde_json::from_str(&row.previous).map_err(|e| {
         LibvirtError::Xml(format!(
-            "the recorded link states of {name} do not parse: {e}"
+            "the recorded link states of {} do not parse: {e}",
+            subject.name
         ))
     })?;
-    // A domain started since the quarantine runs with its persistent links: restore those.
-    let live = previous.live.as_ref().or(previous.config.as_ref());
-    apply(&dom, live.map(Vec::as_slice), previous.config.as_deref())?;
-    let after = links(&dom)?;
+    let dom = subject.dom.clone();
+    let after = blocking(move || {
+        // A domain started since the quarantine runs with its persistent links: restore those.
+        let live = previous.live.as_ref().or(previous.config.as_ref());
+        apply(&dom, live.map(Vec::as_slice), previous.config.as_deref())?;
+        links(&dom)
+    })
+    .await?;
+    let Subject {
+        name, uuid, before, ..
+    } = subject;
     store
         .record_release(
             &uuid,
@@ -271,7 +313,7 @@ pub async fn release<S: QuarantineStore>(
 /// The policy action "on detection: quarantine": called when a report with detections arrives
 /// for the domain `uuid` on `hv`. Quarantines it (once) and names the scan in the log.
 pub async fn on_detection<S: QuarantineStore>(
-    hv: &Hypervisor,
+    hv: &Arc<Hypervisor>,
     uuid: &str,
     scan: i64,
     store: &S,

@@ -1,8 +1,10 @@
 //! `coldscan-manager vm quarantine|release [--uri URI] DOMAIN`: the quarantine of a libvirt domain
 //! from the command line ([`super::quarantine`]), logged as done by `cli`.
 
+use std::sync::Arc;
+
 use crate::libvirt::quarantine::{self, Actor, Outcome};
-use crate::libvirt::Hypervisor;
+use crate::libvirt::{blocking, Hypervisor};
 use crate::store::Store;
 
 /// The libvirt URI to reach `domain` through: `uri` when given, else the URI its quarantine was
@@ -92,7 +94,9 @@ pub async fn run<S: Store>(store: &S, command: VmCommand) -> anyhow::Result<()> 
             reason,
         } => {
             let uri = resolve_uri(store, uri, &domain).await?;
-            let hv = Hypervisor::connect(&uri)?;
+            let hv = blocking(move || Hypervisor::connect(&uri))
+                .await
+                .map(Arc::new)?;
             let actor = Actor {
                 who: "cli".into(),
                 reason,
@@ -102,7 +106,9 @@ pub async fn run<S: Store>(store: &S, command: VmCommand) -> anyhow::Result<()> 
         }
         VmCommand::Release { uri, domain } => {
             let uri = resolve_uri(store, uri, &domain).await?;
-            let hv = Hypervisor::connect(&uri)?;
+            let hv = blocking(move || Hypervisor::connect(&uri))
+                .await
+                .map(Arc::new)?;
             let actor = Actor {
                 who: "cli".into(),
                 reason: String::new(),

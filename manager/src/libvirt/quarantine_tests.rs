@@ -132,7 +132,7 @@ async fn quarantine_cuts_every_link_live_and_persistent_and_release_restores_it(
     let store = SqliteStore::open(&format!("sqlite:{}", dir.path().join("m.db").display()))
         .await
         .unwrap();
-    let hv = Hypervisor::connect(URI).unwrap();
+    let hv = std::sync::Arc::new(Hypervisor::connect(URI).unwrap());
     let ops = Actor {
         who: "ops".into(),
         reason: "test".into(),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::api::AppState;
 use crate::libvirt::quarantine::{self, Actor};
-use crate::libvirt::Hypervisor;
+use crate::libvirt::{blocking, Hypervisor};
 use crate::store::{Session, Store, StoreResult};
 use crate::time::rfc3339;
 
@@ -95,8 +95,9 @@ pub async fn act<S: Store>(
         who: s.name.clone(),
         reason: "web page".into(),
     };
-    let hv = match Hypervisor::connect(uri) {
-        Ok(hv) => hv,
+    let owned = uri.to_string();
+    let hv = match blocking(move || Hypervisor::connect(&owned)).await {
+        Ok(hv) => std::sync::Arc::new(hv),
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let done = match form.action.as_str() {
