@@ -1,5 +1,5 @@
 //! The hypervisor commands of `coldscan-manager`: connections (`hypervisor add|list|remove|
-//! limit|pool-limit`), the VM inventory (`vms`), VM scans (`scan-vm`, `vm-jobs`) and per-VM
+//! limit|method|pool-limit`), the VM inventory (`vms`), VM scans (`scan-vm`, `vm-jobs`) and per-VM
 //! policy (`vm-policy`). Like the other commands they work on the database; `serve` does the
 //! libvirt work (inventory sync, backups).
 
@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::libvirt::{blocking, Hypervisor};
+use crate::store::overlays::CopyMethod;
 use crate::store::vms::{VmPolicy, DEFAULT_MAX_BACKUPS};
 use crate::store::Store;
 use crate::time::rfc3339;
@@ -28,6 +29,12 @@ pub enum HypervisorCommand {
         /// by the appliances; default: serve's --nbd-listen.
         #[arg(long, value_name = "IP")]
         nbd_listen: Option<String>,
+        /// How point-in-time copies are taken: `backup` (pull-mode backup jobs), `snapshot`
+        /// (external disk-only snapshot read by the manager, then committed back: for
+        /// hypervisors without backup jobs; local connections), `auto` (backup jobs, else the
+        /// snapshot).
+        #[arg(long, default_value = "auto", value_parser = parse_method)]
+        method: CopyMethod,
         /// Do not try the connection first.
         #[arg(long)]
         no_check: bool,
@@ -45,6 +52,14 @@ pub enum HypervisorCommand {
         name: String,
         /// Backups at once.
         backups: i64,
+    },
+    /// Set how a connection takes point-in-time copies (see `add --method`).
+    Method {
+        /// The connection.
+        name: String,
+        /// `auto`, `backup` or `snapshot`.
+        #[arg(value_parser = parse_method)]
+        method: CopyMethod,
     },
     /// Set how many VM backups may be open at once on one storage pool of a connection.
     PoolLimit {
@@ -85,6 +100,10 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_method(s: &str) -> Result<CopyMethod, String> {
+    CopyMethod::parse(s).ok_or_else(|| format!("{s:?}: the methods are auto, backup and snapshot"))
+}
+
 fn check_limit(n: i64) -> anyhow::Result<()> {
     anyhow::ensure!((1..=1000).contains(&n), "limits are 1 to 1000");
     Ok(())
@@ -112,6 +131,7 @@ pub async fn hypervisor<S: Store>(store: &S, command: HypervisorCommand) -> anyh
             uri,
             max_backups,
             nbd_listen,
+            method,
             no_check,
         } => {
             check_name(&name)?;
@@ -130,15 +150,17 @@ pub async fn hypervisor<S: Store>(store: &S, command: HypervisorCommand) -> anyh
             store
                 .add_hypervisor(&name, &uri, max_backups, nbd_listen.as_deref(), now)
                 .await?;
+            store.set_hypervisor_method(&name, method).await?;
             eprintln!("hypervisor {name} added; `serve` keeps its inventory");
         }
         HypervisorCommand::List => {
             for h in store.list_hypervisors().await? {
                 println!(
-                    "{}\t{}\tmax backups {}\t{}\t{}",
+                    "{}\t{}\tmax backups {}\tmethod {}\t{}\t{}",
                     h.name,
                     h.uri,
                     h.max_backups,
+                    h.method,
                     h.last_sync
                         .map(|t| format!("synced {}", rfc3339(t)))
                         .unwrap_or_else(|| "never synced".into()),
@@ -156,6 +178,12 @@ pub async fn hypervisor<S: Store>(store: &S, command: HypervisorCommand) -> anyh
             check_limit(backups)?;
             anyhow::ensure!(
                 store.set_hypervisor_limit(&name, backups).await?,
+                "no hypervisor named {name:?}"
+            );
+        }
+        HypervisorCommand::Method { name, method } => {
+            anyhow::ensure!(
+                store.set_hypervisor_method(&name, method).await?,
                 "no hypervisor named {name:?}"
             );
         }

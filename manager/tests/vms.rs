@@ -90,7 +90,9 @@ fn test_driver_scenario(db: &str, dir: &std::path::Path) {
     );
     assert_eq!(vm["disks"][0]["target"], "vda");
 
-    // A scan by name through the API: the test driver has no backup jobs, so it fails, saying so.
+    // A scan by name through the API: the test driver has no backup jobs, so the manager falls
+    // back to a disk-only snapshot, which the test driver's disk (no format stated) cannot
+    // have: it fails, saying both.
     let a = post_json(&m, "/api/v1/vms/test/scan", &admin, &serde_json::json!({}));
     assert_eq!(a.status, 201, "{}", a.json);
     let job = a.json["id"].as_i64().unwrap();
@@ -100,7 +102,10 @@ fn test_driver_scenario(db: &str, dir: &std::path::Path) {
     });
     assert_eq!(failed["jobs"][0]["id"], job);
     let why = failed["jobs"][0]["error"].as_str().unwrap();
-    assert!(why.contains("the backup could not begin"), "{why}");
+    assert!(
+        why.contains("the disk-only snapshot could not be taken") && why.contains("no format"),
+        "{why}"
+    );
     assert_eq!(failed["vm"]["last_job"]["state"], "failed");
     assert!(failed["events"][0]["event"] == "created", "{failed}");
     let log = get(&m, "/api/v1/vm-jobs/log", &admin).json;
@@ -110,7 +115,15 @@ fn test_driver_scenario(db: &str, dir: &std::path::Path) {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(events, ["begin", "begin-failed"]);
+    assert_eq!(events, ["begin", "fallback", "begin-failed"]);
+    let fallback = &log["log"][1]["detail"];
+    assert!(
+        fallback
+            .as_str()
+            .unwrap()
+            .contains("backup jobs are not supported here"),
+        "{fallback}"
+    );
     assert_eq!(
         std::fs::read_dir(&work).map(|d| d.count()).unwrap_or(0),
         0,
@@ -123,7 +136,7 @@ fn test_driver_scenario(db: &str, dir: &std::path::Path) {
     );
     let page = vms_page(&m, &admin);
     assert!(
-        page.contains(TEST_UUID) && page.contains("the backup could not begin"),
+        page.contains(TEST_UUID) && page.contains("could not be taken"),
         "{page}"
     );
     // Unknown VMs and connections.

@@ -111,6 +111,7 @@ pub fn router<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
         .route("/api/v1/vms/{uuid}/scan", post(vms::scan_vm::<S>))
         .route("/api/v1/vm-jobs", get(vms::list_vm_jobs::<S>))
         .route("/api/v1/vm-jobs/log", get(vms::vm_job_log::<S>))
+        .route("/api/v1/vm-overlays", get(vms::list_overlays::<S>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

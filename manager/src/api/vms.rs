@@ -9,6 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{authenticate, json_body, ApiError, ApiResult, AppState, Body};
+use crate::store::overlays::CopyMethod;
 use crate::store::vms::DEFAULT_MAX_BACKUPS;
 use crate::store::{Role, Store, StoreError};
 
@@ -21,6 +22,7 @@ struct NewHypervisor {
     uri: String,
     max_backups: Option<i64>,
     nbd_listen: Option<String>,
+    method: Option<String>,
 }
 
 /// `GET /api/v1/hypervisors`.
@@ -53,6 +55,11 @@ pub async fn add_hypervisor<S: Store>(
     if !(1..=1000).contains(&max) {
         return Err(ApiError::bad_request("max_backups must be 1 to 1000"));
     }
+    let method = match h.method.as_deref() {
+        None => CopyMethod::Auto,
+        Some(m) => CopyMethod::parse(m)
+            .ok_or_else(|| ApiError::bad_request("method must be auto, backup or snapshot"))?,
+    };
     match state
         .store
         .add_hypervisor(
@@ -64,10 +71,13 @@ pub async fn add_hypervisor<S: Store>(
         )
         .await
     {
-        Ok(()) => Ok((
-            StatusCode::CREATED,
-            Json(serde_json::json!({ "name": h.name })),
-        )),
+        Ok(()) => {
+            state.store.set_hypervisor_method(&h.name, method).await?;
+            Ok((
+                StatusCode::CREATED,
+                Json(serde_json::json!({ "name": h.name })),
+            ))
+        }
         Err(StoreError::Conflict(what)) => Err(ApiError(StatusCode::CONFLICT, what)),
         Err(e) => Err(e.into()),
     }
@@ -174,6 +184,17 @@ pub async fn list_vm_jobs<S: Store>(
     authenticate(&state.store, &headers, Role::Admin).await?;
     let jobs = jobs_json(&state.store, None).await?;
     Ok(Json(serde_json::json!({ "vm_jobs": jobs })))
+}
+
+/// `GET /api/v1/vm-overlays`: the disk-only snapshots whose overlays are not committed back
+/// yet.
+pub async fn list_overlays<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authenticate(&state.store, &headers, Role::Admin).await?;
+    let rows = state.store.list_overlays().await?;
+    Ok(Json(serde_json::json!({ "overlays": rows })))
 }
 
 /// `GET /api/v1/vm-jobs/log`: every backup begun and ended, in order.

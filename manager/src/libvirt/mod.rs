@@ -12,6 +12,7 @@ mod inventory;
 pub mod quarantine;
 pub mod quarantine_cli;
 mod scan;
+mod snapshot;
 mod xml;
 
 #[cfg(test)]
@@ -22,9 +23,10 @@ mod tests;
 use virt::connect::Connect;
 use virt::domain::Domain;
 
-pub use backup::{end_recorded, BackupPlan, LeftOver, PullBackup};
+pub use backup::{end_recorded, BackupPlan, LeftOver, NbdServer, PullBackup};
 pub use inventory::is_local;
 pub use scan::{blocking, scan_domain, vm_target, DiskScan, ScanError, ScanSettings};
+pub use snapshot::{freeze, thaw, FrozenDisk, SnapshotPlan, Thawed};
 pub use xml::DiskInfo;
 
 /// What can go wrong talking to libvirt.
@@ -44,6 +46,9 @@ pub enum LibvirtError {
     /// No such domain, or nothing to back up.
     #[error("libvirt: {0}")]
     NotFound(String),
+    /// A disk-only snapshot that cannot be taken, or whose overlay cannot be committed yet.
+    #[error("libvirt: {0}")]
+    Snapshot(String),
     /// Preparing or cleaning the private directory of a backup.
     #[error("libvirt: {what}: {source}")]
     Io {
@@ -52,6 +57,23 @@ pub enum LibvirtError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl LibvirtError {
+    /// Whether libvirt said the hypervisor cannot do what was asked at all (no backup jobs in
+    /// this driver or QEMU), as opposed to failing this time.
+    pub fn is_unsupported(&self) -> bool {
+        use virt::error::ErrorNumber;
+        matches!(
+            self,
+            LibvirtError::Call { source, .. } if matches!(
+                source.code(),
+                ErrorNumber::NoSupport
+                    | ErrorNumber::OperationUnsupported
+                    | ErrorNumber::ArgumentUnsupported
+            )
+        )
+    }
 }
 
 fn call<T>(what: impl Into<String>, r: Result<T, virt::error::Error>) -> Result<T, LibvirtError> {

@@ -1,5 +1,6 @@
 //! `coldscan-manager vm quarantine|release [--uri URI] DOMAIN`: the quarantine of a libvirt domain
-//! from the command line ([`super::quarantine`]), logged as done by `cli`.
+//! from the command line ([`super::quarantine`]), logged as done by `cli`; `vm quarantines` and
+//! `vm overlays` (snapshots of the fallback not committed back yet) list.
 
 use std::sync::Arc;
 
@@ -71,6 +72,13 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the disk-only snapshots (the fallback for hypervisors without backup jobs) whose
+    /// overlays are not committed back yet, with why the last try did not finish.
+    Overlays {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a `vm` subcommand.
@@ -115,6 +123,27 @@ pub async fn run<S: Store>(store: &S, command: VmCommand) -> anyhow::Result<()> 
             };
             let o = quarantine::release(&hv, &domain, store, &actor).await?;
             print("released", &o);
+        }
+        VmCommand::Overlays { json } => {
+            let rows = store.list_overlays().await?;
+            if json {
+                let doc = serde_json::json!({ "overlays": rows });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            for o in rows {
+                println!(
+                    "{}\t{}\t{}\tVM job {}\tsince {}\ttries {}\tnext {}\t{}",
+                    o.tag,
+                    o.name,
+                    o.uuid,
+                    o.vm_job,
+                    crate::time::rfc3339(o.since),
+                    o.tries,
+                    crate::time::rfc3339(o.next_try),
+                    o.last_error.unwrap_or_default()
+                );
+            }
         }
         VmCommand::Quarantines { json } => {
             let active = store.list_quarantines().await?;

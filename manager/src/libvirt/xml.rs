@@ -1,7 +1,9 @@
 //! The libvirt XML this connector reads and writes: the `<disk>` elements of a domain's XML
-//! (libvirt "Domain XML format", section "Hard drives, floppy disks, CDROMs") and the
-//! `<domainbackup mode='pull'>` document of a pull-mode backup (libvirt "Backup XML format").
-//! Read with a real XML parser; everything written is escaped.
+//! (libvirt "Domain XML format", section "Hard drives, floppy disks, CDROMs", with their
+//! `<backingStore>` chains), the `<domainbackup mode='pull'>` document of a pull-mode backup
+//! (libvirt "Backup XML format") and the `<domainsnapshot>` document of an external disk-only
+//! snapshot (libvirt "Snapshot XML format"). Read with a real XML parser; everything written is
+//! escaped.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,6 +13,8 @@ use super::LibvirtError;
 
 /// Most `<disk>` elements one domain may list before we call its XML unreasonable.
 pub const MAX_DISKS: usize = 1024;
+/// Deepest `<backingStore>` nesting followed (as the scanner's own chain limit).
+pub const MAX_BACKING_DEPTH: usize = 32;
 
 /// One disk of a domain, as its XML describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +89,74 @@ pub fn domain_disks(domain_xml: &str) -> Result<Vec<DiskInfo>, LibvirtError> {
         });
     }
     Ok(disks)
+}
+
+/// The files of disk `target`'s backing chain below its source, top first, as the domain's
+/// live XML lists them (`<backingStore>` elements; libvirt fills them in for running domains).
+pub fn backing_files(domain_xml: &str, target: &str) -> Result<Vec<String>, LibvirtError> {
+    let doc = roxmltree::Document::parse(domain_xml)
+        .map_err(|e| LibvirtError::Xml(format!("domain XML: {e}")))?;
+    let disk = doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("devices"))
+        .flat_map(|d| d.children().filter(|n| n.has_tag_name("disk")))
+        .find(|d| {
+            d.children()
+                .any(|t| t.has_tag_name("target") && t.attribute("dev") == Some(target))
+        })
+        .ok_or_else(|| LibvirtError::NotFound(format!("domain XML: no disk {target:?}")))?;
+    let mut files = Vec::new();
+    let mut node = disk;
+    while let Some(store) = node.children().find(|n| n.has_tag_name("backingStore")) {
+        if files.len() >= MAX_BACKING_DEPTH {
+            return Err(LibvirtError::Xml(format!(
+                "domain XML: disk {target}: backing chain deeper than {MAX_BACKING_DEPTH}"
+            )));
+        }
+        let file = store
+            .children()
+            .find(|n| n.has_tag_name("source"))
+            .and_then(|s| s.attribute("file").or(s.attribute("dev")));
+        let Some(file) = file else { break };
+        files.push(file.to_string());
+        node = store;
+    }
+    Ok(files)
+}
+
+/// The `<domainsnapshot>` document of an external disk-only snapshot named `name` that moves
+/// each disk of `overlays` (target, overlay path) onto a new qcow2 overlay; every other disk of
+/// `all` is listed with `snapshot='no'` so that nothing else changes.
+pub fn disk_only_snapshot(all: &[DiskInfo], name: &str, overlays: &[(String, PathBuf)]) -> String {
+    let mut xml = String::from("<domainsnapshot>\n");
+    let _ = writeln!(xml, "  <name>{}</name>", attr(name));
+    xml.push_str(
+        "  <description>coldscan: frozen for a scan, committed back when it ends</description>\n",
+    );
+    xml.push_str("  <disks>\n");
+    for disk in all {
+        match overlays.iter().find(|(t, _)| *t == disk.target) {
+            Some((_, overlay)) => {
+                let _ = writeln!(
+                    xml,
+                    "    <disk name='{}' snapshot='external' type='file'><driver type='qcow2'/>\
+                     <source file='{}'/></disk>",
+                    attr(&disk.target),
+                    attr(&overlay.to_string_lossy())
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    xml,
+                    "    <disk name='{}' snapshot='no'/>",
+                    attr(&disk.target)
+                );
+            }
+        }
+    }
+    xml.push_str("  </disks>\n</domainsnapshot>\n");
+    xml
 }
 
 /// Escapes text for an XML attribute value in single or double quotes.
@@ -204,6 +276,61 @@ mod tests {
             !disks[4].backupable(),
             "an empty read-only CD-ROM is not backed up"
         );
+    }
+
+    #[test]
+    fn backing_chains_are_read_top_first_and_bounded() {
+        let xml = "<domain><devices><disk type='file' device='disk'>\
+            <source file='/i/top.qcow2'/><target dev='vda'/>\
+            <backingStore type='file'><format type='qcow2'/><source file='/i/mid.qcow2'/>\
+            <backingStore type='file'><format type='raw'/><source file='/b/base.raw'/>\
+            <backingStore/></backingStore></backingStore></disk></devices></domain>";
+        assert_eq!(
+            backing_files(xml, "vda").unwrap(),
+            ["/i/mid.qcow2", "/b/base.raw"]
+        );
+        assert!(matches!(
+            backing_files(xml, "vdz"),
+            Err(LibvirtError::NotFound(_))
+        ));
+        let mut deep = String::from("<domain><devices><disk><target dev='vda'/>");
+        for i in 0..=MAX_BACKING_DEPTH {
+            deep.push_str(&format!("<backingStore><source file='/l{i}'/>"));
+        }
+        deep.push_str(&"</backingStore>".repeat(MAX_BACKING_DEPTH + 1));
+        deep.push_str("</disk></devices></domain>");
+        assert!(matches!(
+            backing_files(&deep, "vda"),
+            Err(LibvirtError::Xml(_))
+        ));
+    }
+
+    #[test]
+    fn snapshot_xml_moves_only_the_chosen_disks_and_escapes_paths() {
+        let disks = domain_disks(DOMAIN).unwrap();
+        let xml = disk_only_snapshot(
+            &disks,
+            "cs-1",
+            &[("vda".into(), PathBuf::from("/i/a'b.cs-1.overlay"))],
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let moved: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("disk") && n.attribute("snapshot") == Some("external"))
+            .map(|n| {
+                let source = n.children().find(|c| c.has_tag_name("source")).unwrap();
+                (
+                    n.attribute("name").unwrap(),
+                    source.attribute("file").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(moved, [("vda", "/i/a'b.cs-1.overlay")]);
+        let kept = doc
+            .descendants()
+            .filter(|n| n.attribute("snapshot") == Some("no"))
+            .count();
+        assert_eq!(kept, disks.len() - 1);
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod shared;
 pub mod signatures;
 #[macro_use]
 pub mod quarantine;
+#[macro_use]
+pub mod overlays;
 pub mod vms;
 #[macro_use]
 mod vms_inventory;
@@ -430,13 +432,14 @@ pub struct Session {
 
 /// What the manager needs from a database. Every method is one transaction. The hypervisor
 /// side is [`vms::VmStore`] (connections, VM inventory) and [`vms::VmJobStore`] (VM jobs); the
-/// appliances' signature database is [`signatures::SignatureStore`] and quarantine actions
-/// [`quarantine::QuarantineStore`].
+/// appliances' signature database is [`signatures::SignatureStore`], quarantine actions
+/// [`quarantine::QuarantineStore`] and the snapshot fallback [`overlays::OverlayStore`].
 pub trait Store:
     vms::VmStore
     + vms::VmJobStore
     + signatures::SignatureStore
     + quarantine::QuarantineStore
+    + overlays::OverlayStore
     + Clone
     + Send
     + Sync

@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "quarantine",
         include_str!("../../migrations/postgres/0004_quarantine.sql"),
     ),
+    (
+        5,
+        "snapshot fallback",
+        include_str!("../../migrations/postgres/0005_snapshot_fallback.sql"),
+    ),
 ];
 
 /// Connections in the pool.
@@ -99,3 +104,4 @@ impl_vm_store!(PgStore);
 impl_vm_job_store!(PgStore);
 impl_signature_store!(PgStore);
 impl_quarantine_store!(PgStore);
+impl_overlay_store!(PgStore);

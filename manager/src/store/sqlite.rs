@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "quarantine",
         include_str!("../../migrations/sqlite/0004_quarantine.sql"),
     ),
+    (
+        5,
+        "snapshot fallback",
+        include_str!("../../migrations/sqlite/0005_snapshot_fallback.sql"),
+    ),
 ];
 
 /// How long a writer waits for the write lock before failing.
@@ -104,3 +109,4 @@ impl_vm_store!(SqliteStore);
 impl_vm_job_store!(SqliteStore);
 impl_signature_store!(SqliteStore);
 impl_quarantine_store!(SqliteStore);
+impl_overlay_store!(SqliteStore);

@@ -27,6 +27,8 @@ pub struct HypervisorRow {
     pub max_backups: i64,
     /// Address its backups' NBD servers listen on, if set for this connection.
     pub nbd_listen: Option<String>,
+    /// How it takes point-in-time copies: `auto`, `backup` or `snapshot`.
+    pub method: String,
     /// Unix seconds.
     pub created: i64,
     /// Unix seconds of the last successful inventory sync.

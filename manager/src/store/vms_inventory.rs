@@ -43,9 +43,9 @@ macro_rules! impl_vm_store {
                 &self,
             ) -> $crate::store::StoreResult<Vec<$crate::store::vms::HypervisorRow>> {
                 #[allow(clippy::type_complexity)]
-                let rows: Vec<(String, String, i64, Option<String>, i64, Option<i64>, Option<String>)> =
+                let rows: Vec<(String, String, i64, Option<String>, i64, Option<i64>, Option<String>, String)> =
                     sqlx::query_as(
-                        "SELECT name, uri, max_backups, nbd_listen, created, last_sync, last_error \
+                        "SELECT name, uri, max_backups, nbd_listen, created, last_sync, last_error, method \
                          FROM hypervisors ORDER BY name",
                     )
                     .fetch_all(&self.pool)
@@ -60,6 +60,7 @@ macro_rules! impl_vm_store {
                         created: r.4,
                         last_sync: r.5,
                         last_error: r.6,
+                        method: r.7,
                     })
                     .collect())
             }

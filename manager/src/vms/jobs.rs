@@ -1,6 +1,9 @@
-//! The VM job driver. A VM job goes `queued` -> `running` (its pull-mode backup is open, one
-//! appliance job per disk reads that disk's NBD export) -> `done` or `failed`, or back to
-//! `queued` for a fresh backup while attempts remain. Each tick:
+//! The VM job driver. A VM job goes `queued` -> `running` (its point-in-time copy is open: a
+//! pull-mode backup, or on hypervisors without backup jobs the images frozen by a disk-only
+//! snapshot and served by this manager; one appliance job per disk reads that disk's NBD
+//! export) -> `done` or `failed`, or back to `queued` for a fresh copy while attempts remain.
+//! A snapshot's overlays are committed back by the overlay keeper ([`super::overlays`]) once
+//! the copy ends. Each tick:
 //! 1. marks this manager's open backups as still held (`owner_seen`);
 //! 2. ends left-over backups: those recorded under this manager's name that it does not hold
 //!    (its previous life, at start), and those of another manager silent for `stale_after`
@@ -10,16 +13,21 @@
 //!    the job; once every disk job is done or failed, the backup ends;
 //! 4. queues scheduled scans that are due (policy, scan window);
 //! 5. starts queued jobs while the per-connection and per-pool limits allow (checked in the
-//!    claim's transaction), recording the backup's plan before it begins.
+//!    claim's transaction), recording the copy's plan before it begins;
+//! 6. commits back the snapshots that are due.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::libvirt::{
-    blocking, end_recorded, is_local, quarantine, BackupPlan, LeftOver, PullBackup,
+    blocking, end_recorded, freeze, is_local, quarantine, BackupPlan, LeftOver, LibvirtError,
+    NbdServer, PullBackup, SnapshotPlan,
 };
+use crate::store::overlays::{CopyMethod, OverlayRow};
 use crate::store::vms::{OnDetection, VmClaim, VmJobClaim, VmJobEnd, VmJobRow};
 use crate::store::{Filter, Store, StoreResult};
 
+use super::export::{Export, FrozenExport};
+use super::overlays::{overlay_row, settle};
 use super::{Connections, VmSettings};
 
 /// Queued jobs looked at per tick.
@@ -32,7 +40,14 @@ pub struct Driver<S> {
     store: S,
     settings: VmSettings,
     connections: Connections,
-    open: HashMap<i64, PullBackup>,
+    open: HashMap<i64, Held>,
+}
+
+/// A copy this manager holds open for a running VM job.
+struct Held {
+    export: Export,
+    /// For a snapshot: the record that hands it to the overlay keeper once it ends.
+    overlay: Option<OverlayRow>,
 }
 
 impl<S: Store> Driver<S> {
@@ -73,13 +88,24 @@ impl<S: Store> Driver<S> {
                 self.watch(job).await?;
             } else {
                 // Ended by someone else (an admin, another manager): close ours too.
-                if let Some(backup) = self.open.remove(&id) {
-                    let _ = blocking(move || backup.end()).await;
+                if let Some(held) = self.open.remove(&id) {
+                    let _ = self.close(held).await?;
                 }
             }
         }
         self.store.enqueue_due_scans(now).await?;
+        // Snapshots first: a VM is never frozen again on top of an overlay not committed back.
+        settle(&self.store, &self.connections).await?;
         self.start_queued().await
+    }
+
+    /// Ends a copy; a snapshot is handed to the overlay keeper (recorded before anything else,
+    /// so that it is committed back whatever happens next).
+    async fn close(&self, held: Held) -> StoreResult<Result<(), LibvirtError>> {
+        if let Some(row) = &held.overlay {
+            self.store.add_overlay(row).await?;
+        }
+        Ok(held.export.end().await)
     }
 
     /// Ends a backup recorded by a manager that no longer holds it.
@@ -95,10 +121,24 @@ impl<S: Store> Driver<S> {
             .as_deref()
             .and_then(|b| serde_json::from_str(b).ok());
         // The URI as recorded: the connection may have been removed since.
-        let (plan, uri) = match recorded {
-            Some(r) => (Some(r.plan), Some(r.uri)),
+        let (plan, uri) = match &recorded {
+            Some(r) => (r.plan.clone(), Some(r.uri.clone())),
             None => (None, None),
         };
+        let mut details = Vec::new();
+        if let Some((snapshot, uri)) = recorded
+            .as_ref()
+            .and_then(|r| Some((r.snapshot.as_ref()?, &r.uri)))
+        {
+            // Whatever it took is committed back by the keeper; its socket went with it.
+            self.store
+                .add_overlay(&overlay_row(job, uri, snapshot, now))
+                .await?;
+            if let Some(dir) = snapshot.private_dir.as_deref().filter(|d| d.exists()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            details.push("its snapshot (if taken) is handed to the overlay keeper".to_string());
+        }
         let detail = match (plan, uri) {
             (Some(plan), Some(uri)) => {
                 let hv = match self.connections.get(&job.hypervisor, &uri).await {
@@ -126,8 +166,12 @@ impl<S: Store> Driver<S> {
                     }
                 }
             }
+            _ if !details.is_empty() => String::new(),
             _ => "no backup plan was recorded".to_string(),
         };
+        details.insert(0, detail);
+        details.retain(|d| !d.is_empty());
+        let detail = details.join("; ");
         self.store
             .log_vm_job(job.id, "left-over", Some(&job.hypervisor), &detail, now)
             .await?;
@@ -192,9 +236,8 @@ impl<S: Store> Driver<S> {
                 VmJobEnd::Failed(failures.join("; "))
             })
         } else {
-            let alive = match self.open.get(&job.id).map(PullBackup::watch) {
-                // When libvirt cannot tell, the disk jobs will.
-                Some(watch) => blocking(move || watch.is_running()).await.unwrap_or(true),
+            let alive = match self.open.get(&job.id) {
+                Some(held) => held.export.alive().await,
                 None => true,
             };
             (!alive).then(|| {
@@ -213,9 +256,9 @@ impl<S: Store> Driver<S> {
             .collect();
         self.act_on_detections(job, &scans).await?;
         let mut end = end;
-        if let Some(backup) = self.open.remove(&job.id) {
-            if let Err(e) = blocking(move || backup.end()).await {
-                let why = format!("ending its backup failed: {e}");
+        if let Some(held) = self.open.remove(&job.id) {
+            if let Err(e) = self.close(held).await? {
+                let why = format!("ending its point-in-time copy failed: {e}");
                 end = match end {
                     VmJobEnd::Done => VmJobEnd::Failed(why),
                     VmJobEnd::Failed(r) => VmJobEnd::Failed(format!("{r}; {why}")),
@@ -305,6 +348,13 @@ impl<S: Store> Driver<S> {
             return Ok(());
         }
         let hypervisors = self.store.list_hypervisors().await?;
+        let unsettled: HashSet<String> = self
+            .store
+            .list_overlays()
+            .await?
+            .into_iter()
+            .map(|o| o.uuid)
+            .collect();
         let mut full: HashSet<String> = HashSet::new();
         for job in queued {
             if full.contains(&job.hypervisor) {
@@ -339,6 +389,21 @@ impl<S: Store> Driver<S> {
                 .nbd_listen
                 .clone()
                 .or_else(|| self.settings.nbd_listen.clone());
+            let method = CopyMethod::parse(&hv_row.method).unwrap_or(CopyMethod::Auto);
+            if method != CopyMethod::Backup && local && unsettled.contains(&job.uuid) {
+                // Its last snapshot is not committed back yet (the keeper is on it): wait.
+                continue;
+            }
+            if method == CopyMethod::Snapshot && !local {
+                let why = format!(
+                    "connection {} is remote: the snapshot fallback serves the frozen images                      from the manager's host, so it needs a local connection (use backup jobs)",
+                    hv_row.name
+                );
+                self.store
+                    .end_vm_job(job.id, &VmJobEnd::Failed(why), "not-started", now)
+                    .await?;
+                continue;
+            }
             if listen.is_none() && !local {
                 let why = format!(
                     "connection {} is remote: its NBD exports need an address (hypervisor add \
@@ -379,7 +444,7 @@ impl<S: Store> Driver<S> {
             }
             let mut claimed = None;
             for port in ports {
-                let plan = match (&listen, port) {
+                let plan = (method != CopyMethod::Snapshot).then(|| match (&listen, port) {
                     (Some(host), Some(port)) if !local => {
                         BackupPlan::remote(&tag, host.clone(), port)
                     }
@@ -387,12 +452,17 @@ impl<S: Store> Driver<S> {
                         BackupPlan::local(&self.settings.work_dir, &tag, Some((host.clone(), port)))
                     }
                     _ => BackupPlan::local(&self.settings.work_dir, &tag, None),
-                };
-                let recorded = serde_json::to_string(&RecordedBackup {
+                });
+                // The fallback, planned as well in `auto` mode (used only if backup jobs are
+                // unsupported), so that a restarted manager checks for it either way.
+                let snapshot = (method != CopyMethod::Backup && local)
+                    .then(|| snapshot_plan(&self.settings.work_dir, &tag, &listen, port));
+                let recorded = RecordedBackup {
                     uri: hv_row.uri.clone(),
-                    plan: plan.clone(),
-                })
-                .unwrap_or_default();
+                    plan,
+                    snapshot,
+                };
+                let recorded_json = serde_json::to_string(&recorded).unwrap_or_default();
                 let claim = VmJobClaim {
                     id: job.id,
                     owner: &self.settings.owner,
@@ -402,59 +472,151 @@ impl<S: Store> Driver<S> {
                     pool_limits: &pool_limits,
                     default_pool_limit: self.settings.pool_backups,
                     nbd_port: port.map(i64::from),
-                    backup: &recorded,
+                    backup: &recorded_json,
                     now,
                 };
                 match self.store.claim_vm_job(&claim).await? {
                     VmClaim::Claimed => {
-                        claimed = Some(plan);
+                        claimed = Some(recorded);
                         break;
                     }
                     VmClaim::PortTaken => continue,
                     VmClaim::OverLimit | VmClaim::Gone => break,
                 }
             }
-            let Some(plan) = claimed else { continue };
-            self.begin(&job, &hv_row.name, &hv_row.uri, plan).await?;
+            let Some(recorded) = claimed else { continue };
+            self.begin(&job, &hv_row.name, &hv_row.uri, recorded)
+                .await?;
         }
         Ok(())
     }
 
-    /// Begins the backup of a claimed job and queues its disk jobs.
+    /// Begins the copy of a claimed job (a backup; or the snapshot when only it is planned,
+    /// or when backup jobs are unsupported) and queues its disk jobs.
     async fn begin(
         &mut self,
         job: &VmJobRow,
         hv_name: &str,
         uri: &str,
-        plan: BackupPlan,
+        recorded: RecordedBackup,
     ) -> StoreResult<()> {
-        let begun = match self.connections.get(hv_name, uri).await {
-            Ok(hv) => {
-                let (uuid, plan) = (job.uuid.clone(), plan.clone());
-                blocking(move || PullBackup::begin_planned(&hv, &uuid, &plan)).await
-            }
-            Err(e) => Err(e),
-        };
-        let now = crate::time::now();
-        let backup = match begun {
-            Ok(b) => b,
+        let hv = match self.connections.get(hv_name, uri).await {
+            Ok(hv) => hv,
             Err(e) => {
-                self.connections.drop_connection(hv_name);
                 let why = format!("the backup could not begin: {e}");
-                return self
-                    .store
-                    .end_vm_job(job.id, &VmJobEnd::Failed(why), "begin-failed", now)
-                    .await;
+                return self.begin_failed(job, hv_name, why).await;
             }
         };
-        let disks: Vec<(String, String)> = backup
-            .exports()
-            .iter()
-            .map(|t| (t.clone(), backup.url(t)))
-            .collect();
-        self.open.insert(job.id, backup);
-        self.store.add_disk_jobs(job.id, &disks, now).await?;
+        if let Some(plan) = recorded.plan {
+            let (hv, uuid) = (hv.clone(), job.uuid.clone());
+            match blocking(move || PullBackup::begin_planned(&hv, &uuid, &plan)).await {
+                Ok(backup) => {
+                    let held = Held {
+                        export: Export::Backup(backup),
+                        overlay: None,
+                    };
+                    return self.started(job, held).await;
+                }
+                Err(e) if e.is_unsupported() && recorded.snapshot.is_some() => {
+                    let note = format!(
+                        "backup jobs are not supported here ({e}): a disk-only snapshot instead"
+                    );
+                    self.store
+                        .log_vm_job(job.id, "fallback", Some(hv_name), &note, crate::time::now())
+                        .await?;
+                }
+                Err(e) => {
+                    let why = format!("the backup could not begin: {e}");
+                    return self.begin_failed(job, hv_name, why).await;
+                }
+            }
+        }
+        let Some(plan) = recorded.snapshot else {
+            let why = "no way to copy its disks was planned".to_string();
+            return self.begin_failed(job, hv_name, why).await;
+        };
+        let row = overlay_row(job, uri, &plan, crate::time::now());
+        let uuid = job.uuid.clone();
+        // Err: no snapshot was taken (freeze is atomic); Ok(Err): taken, but not served.
+        let served = blocking(move || {
+            let disks = freeze(&hv, &uuid, &plan)?;
+            Ok(FrozenExport::serve(plan, disks))
+        })
+        .await;
+        let why = match served {
+            Ok(Ok(frozen)) => {
+                let held = Held {
+                    export: Export::Frozen(frozen),
+                    overlay: Some(row),
+                };
+                return self.started(job, held).await;
+            }
+            Ok(Err(e)) => {
+                // The keeper commits the snapshot back.
+                self.store.add_overlay(&row).await?;
+                format!("the disk-only snapshot was taken but could not be served: {e}")
+            }
+            Err(e) => format!("the disk-only snapshot could not be taken: {e}"),
+        };
+        self.begin_failed(job, hv_name, why).await
+    }
+
+    /// Queues the disk jobs of a copy that began.
+    async fn started(&mut self, job: &VmJobRow, held: Held) -> StoreResult<()> {
+        let disks = held.export.disks();
+        self.open.insert(job.id, held);
+        self.store
+            .add_disk_jobs(job.id, &disks, crate::time::now())
+            .await?;
         Ok(())
+    }
+
+    /// Fails a claimed job whose copy could not begin.
+    async fn begin_failed(
+        &mut self,
+        job: &VmJobRow,
+        hv_name: &str,
+        why: String,
+    ) -> StoreResult<()> {
+        self.connections.drop_connection(hv_name);
+        self.store
+            .end_vm_job(
+                job.id,
+                &VmJobEnd::Failed(why),
+                "begin-failed",
+                crate::time::now(),
+            )
+            .await
+    }
+}
+
+/// The snapshot fallback's plan for tag `tag`: the manager serves the frozen images on
+/// `listen`:`port` (TCP), or on a unix socket in a private directory under `work_dir`.
+fn snapshot_plan(
+    work_dir: &std::path::Path,
+    tag: &str,
+    listen: &Option<String>,
+    port: Option<u16>,
+) -> SnapshotPlan {
+    match (listen, port) {
+        (Some(host), Some(port)) => SnapshotPlan {
+            tag: tag.to_string(),
+            server: NbdServer::Tcp {
+                host: host.clone(),
+                port,
+            },
+            private_dir: None,
+        },
+        _ => {
+            let dir = work_dir.join(format!("{tag}-frozen"));
+            SnapshotPlan {
+                tag: tag.to_string(),
+                server: NbdServer::Unix {
+                    socket: dir.join("nbd.sock"),
+                },
+                private_dir: Some(dir),
+            }
+        }
     }
 }
 
@@ -464,8 +626,12 @@ impl<S: Store> Driver<S> {
 struct RecordedBackup {
     /// The connection's URI at the time.
     uri: String,
-    /// The backup's plan.
-    plan: BackupPlan,
+    /// The backup's plan (none when the connection copies by snapshot only).
+    #[serde(default)]
+    plan: Option<BackupPlan>,
+    /// The snapshot fallback's plan, when one may be taken.
+    #[serde(default)]
+    snapshot: Option<SnapshotPlan>,
 }
 
 /// Retry while attempts remain, else fail.

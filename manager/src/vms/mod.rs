@@ -5,7 +5,9 @@
 //! they are done, failed, or their lease expires, and left-over backups of a manager that died
 //! ended at start. Every libvirt call runs on tokio's blocking pool, never on the runtime.
 
+mod export;
 mod jobs;
+mod overlays;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

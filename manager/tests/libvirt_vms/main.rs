@@ -9,6 +9,8 @@ mod common;
 mod world;
 
 mod libvirt {
+    mod snapshot_fallback;
+
     use std::process::Command;
 
     use coldscan_tests::testdb;
