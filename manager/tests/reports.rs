@@ -439,3 +439,59 @@ fn a_spool_keeps_reports_while_the_manager_is_down_and_delivers_them_once() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(list_all(&m, "/api/v1/scans", "scans", &admin).len(), 3);
 }
+
+/// Heartbeats say which signature database an appliance scans with (the manager's version of
+/// the database it fetched, or nothing while it uses its own); the listing shows it, and an
+/// oversized one is refused without being stored.
+#[test]
+fn heartbeats_name_the_signatures_each_appliance_scans_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_db(dir.path());
+    let esx1 = token(&db, "appliance", "esx-01");
+    let esx2 = token(&db, "appliance", "esx-02");
+    let admin = token(&db, "admin", "ops");
+    let m = Manager::start(&db, &[]);
+    let beat = |token: &str, body: serde_json::Value| {
+        call(
+            "POST",
+            &format!("{}/api/v1/heartbeat", m.url),
+            Some(token),
+            &[],
+            Some(body.to_string().as_bytes()),
+        )
+        .status
+    };
+    let hb = |sigs: Option<&str>| {
+        let mut b = serde_json::json!({"status": "idle", "version": "1", "disks": []});
+        if let Some(s) = sigs {
+            b["signatures"] = s.into();
+        }
+        b
+    };
+    assert_eq!(beat(&esx1, hb(Some("2026-12-07.1"))), 204);
+    assert_eq!(beat(&esx2, hb(None)), 204);
+    assert_eq!(beat(&esx2, hb(Some(&"x".repeat(1025)))), 400);
+    let listed = get(&m, "/api/v1/appliances", &admin).json;
+    let sigs: Vec<(String, serde_json::Value)> = listed["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["signatures"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sigs,
+        [
+            ("esx-01".to_string(), serde_json::json!("2026-12-07.1")),
+            ("esx-02".to_string(), serde_json::Value::Null),
+        ]
+    );
+    // A later heartbeat without one (the appliance went back to its own signatures) says so.
+    assert_eq!(beat(&esx1, hb(None)), 204);
+    let listed = get(&m, "/api/v1/appliances", &admin).json;
+    assert!(listed["appliances"][0]["signatures"].is_null(), "{listed}");
+}

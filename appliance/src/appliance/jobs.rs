@@ -363,6 +363,7 @@ pub fn daemon(disks: &[BlockDevice], ctx: &JobContext) -> ! {
                 status: "idle".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 disks: identities.clone(),
+                signatures: ctx.fetched.active().map(|a| a.version),
             };
             match client.heartbeat(&hb) {
                 Ok(()) => last_heartbeat = Some(Instant::now()),

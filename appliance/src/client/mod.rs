@@ -215,6 +215,10 @@ pub struct Heartbeat {
     pub version: String,
     /// Disks the appliance sees.
     pub disks: Vec<String>,
+    /// The manager's version of the signature database it scans with, once it fetched and
+    /// loaded one (absent while it uses its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<String>,
 }
 
 /// A scan job handed out by the manager.

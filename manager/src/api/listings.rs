@@ -61,6 +61,9 @@ struct HeartbeatBody {
     version: String,
     #[serde(default)]
     disks: Vec<String>,
+    /// The manager's version of the signature database it scans with, if it fetched one.
+    #[serde(default)]
+    signatures: Option<String>,
 }
 
 /// `POST /api/v1/heartbeat` -> 204.
@@ -70,7 +73,11 @@ pub async fn heartbeat<S: Store>(
 ) -> ApiResult<StatusCode> {
     let (who, body) = body.require(Role::Appliance)?;
     let hb: HeartbeatBody = json_body(&body)?;
-    if hb.disks.len() > MAX_DISKS || hb.status.len() > 1024 || hb.version.len() > 1024 {
+    if hb.disks.len() > MAX_DISKS
+        || hb.status.len() > 1024
+        || hb.version.len() > 1024
+        || hb.signatures.as_ref().is_some_and(|s| s.len() > 1024)
+    {
         return Err(ApiError::bad_request("heartbeat too large"));
     }
     let disks = serde_json::to_string(&hb.disks).unwrap_or_else(|_| "[]".into());
@@ -82,6 +89,7 @@ pub async fn heartbeat<S: Store>(
             version: &hb.version,
             status: &hb.status,
             disks: &disks,
+            signatures: hb.signatures.as_deref(),
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -204,6 +212,7 @@ pub async fn appliances<S: Store>(
                 "version": a.version,
                 "status": a.status,
                 "disks": a.disks.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()),
+                "signatures": a.signatures,
                 "health": health(a.last_heartbeat, now),
             })
         })

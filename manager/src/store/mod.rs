@@ -274,6 +274,8 @@ pub struct ApplianceRow {
     pub status: Option<String>,
     /// Reported disks (JSON array text).
     pub disks: Option<String>,
+    /// The manager's version of the signature database it scans with (`None`: its own).
+    pub signatures: Option<String>,
 }
 
 /// A heartbeat.
@@ -289,6 +291,8 @@ pub struct HeartbeatRow<'a> {
     pub status: &'a str,
     /// Disks (JSON array text).
     pub disks: &'a str,
+    /// The manager's version of the signature database it scans with, if it fetched one.
+    pub signatures: Option<&'a str>,
 }
 
 /// A job handed out.

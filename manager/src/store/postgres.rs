@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot fallback",
         include_str!("../../migrations/postgres/0005_snapshot_fallback.sql"),
     ),
+    (
+        6,
+        "appliance signatures",
+        include_str!("../../migrations/postgres/0006_appliance_signatures.sql"),
+    ),
 ];
 
 /// Connections in the pool.

@@ -326,16 +326,18 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<()> {
                 let mut tx = begin_write(&self.pool).await?;
                 sqlx::query(
-                    "INSERT INTO appliances (name, last_heartbeat, version, status, disks) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET \
+                    "INSERT INTO appliances (name, last_heartbeat, version, status, disks, \
+                     signatures) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
                      last_heartbeat = excluded.last_heartbeat, version = excluded.version, \
-                     status = excluded.status, disks = excluded.disks",
+                     status = excluded.status, disks = excluded.disks, \
+                     signatures = excluded.signatures",
                 )
                 .bind(hb.name)
                 .bind(hb.now)
                 .bind(hb.version)
                 .bind(hb.status)
                 .bind(hb.disks)
+                .bind(hb.signatures)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -345,9 +347,10 @@ macro_rules! impl_store {
             async fn list_appliances(
                 &self,
             ) -> $crate::store::StoreResult<Vec<$crate::store::ApplianceRow>> {
-                let rows: Vec<(String, Option<i64>, Option<String>, Option<String>, Option<String>)> =
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(String, Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>)> =
                     sqlx::query_as(
-                        "SELECT t.name, a.last_heartbeat, a.version, a.status, a.disks \
+                        "SELECT t.name, a.last_heartbeat, a.version, a.status, a.disks, a.signatures \
                          FROM tokens t LEFT JOIN appliances a ON a.name = t.name \
                          WHERE t.role = 'appliance' AND t.revoked IS NULL ORDER BY t.name",
                     )
@@ -361,6 +364,7 @@ macro_rules! impl_store {
                         version: r.2,
                         status: r.3,
                         disks: r.4,
+                        signatures: r.5,
                     })
                     .collect())
             }

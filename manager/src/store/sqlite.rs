@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot fallback",
         include_str!("../../migrations/sqlite/0005_snapshot_fallback.sql"),
     ),
+    (
+        6,
+        "appliance signatures",
+        include_str!("../../migrations/sqlite/0006_appliance_signatures.sql"),
+    ),
 ];
 
 /// How long a writer waits for the write lock before failing.

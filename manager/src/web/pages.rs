@@ -75,12 +75,13 @@ pub async fn dashboard<S: Store>(store: &S, session: &Session) -> StoreResult<Ma
             p { a href="/vms" { "VMs: hypervisor inventory and VM scans" } }
             h2 id="appliances" { "Appliances" }
             table {
-                tr { th { "name" } th { "health" } th { "last heartbeat" } th { "status" } th { "version" } th { "disks" } }
+                tr { th { "name" } th { "health" } th { "last heartbeat" } th { "status" } th { "version" } th { "signatures" } th { "disks" } }
                 @for a in &appliances {
                     @let health = crate::api::listings_health(a.last_heartbeat, now);
                     tr { td { (a.name) } td class=(health) { (health) }
                          td { (a.last_heartbeat.map(rfc3339).unwrap_or_default()) }
-                         td { (opt(&a.status)) } td { (opt(&a.version)) } td { (opt(&a.disks)) } }
+                         td { (opt(&a.status)) } td { (opt(&a.version)) }
+                         td { (a.signatures.as_deref().unwrap_or("its own")) } td { (opt(&a.disks)) } }
                 }
             }
             h2 id="scans" { "Scans" }
