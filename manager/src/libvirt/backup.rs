@@ -45,6 +45,35 @@ pub enum NbdServer {
     },
 }
 
+impl NbdServer {
+    /// The URL a scanner reads export `target` of this server at (`nbd+unix://` or `nbd://`).
+    pub fn url(&self, target: &str) -> String {
+        match self {
+            NbdServer::Unix { socket } => {
+                format!("nbd+unix:///{target}?socket={}", socket.display())
+            }
+            NbdServer::Tcp { host, port } if host.contains(':') => {
+                format!("nbd://[{host}]:{port}/{target}")
+            }
+            NbdServer::Tcp { host, port } => format!("nbd://{host}:{port}/{target}"),
+        }
+    }
+}
+
+/// Creates `dir` (mode 0700) and its parents: the private directory of an export's socket
+/// (removed again if it cannot be made private).
+pub(crate) fn make_private_dir(dir: &Path) -> Result<(), LibvirtError> {
+    let io = |what: String| move |source| LibvirtError::Io { what, source };
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        let _ = std::fs::remove_dir(dir);
+        io(format!("restricting {}", dir.display()))(e)
+    })
+}
+
 /// Everything a backup will create, decided before it begins (and recorded, so that whoever
 /// finds it left over can tell it is this one and clean it up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,15 +124,7 @@ impl BackupPlan {
 
     /// The URL a scanner reads disk `target`'s export at.
     pub fn url(&self, target: &str) -> String {
-        match &self.server {
-            NbdServer::Unix { socket } => {
-                format!("nbd+unix:///{target}?socket={}", socket.display())
-            }
-            NbdServer::Tcp { host, port } if host.contains(':') => {
-                format!("nbd://[{host}]:{port}/{target}")
-            }
-            NbdServer::Tcp { host, port } => format!("nbd://{host}:{port}/{target}"),
-        }
+        self.server.url(target)
     }
 
     /// Whether the running backup described by `backup_xml` (`virDomainBackupGetXMLDesc`) has
@@ -164,13 +185,8 @@ impl PullBackup {
                 info.name
             )));
         }
-        let io = |what: String| move |source| LibvirtError::Io { what, source };
         if let Some(dir) = &plan.private_dir {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io(format!("creating {}", parent.display())))?;
-            }
-            std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
+            make_private_dir(dir)?;
         }
         let mut backup = PullBackup {
             domain,
@@ -180,10 +196,6 @@ impl PullBackup {
             exports,
             ended: true,
         };
-        if let Some(dir) = &plan.private_dir {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(format!("restricting {}", dir.display())))?;
-        }
         let doc = xml::pull_backup(&info.disks, &backup.exports, plan);
         let doc = std::ffi::CString::new(doc)
             .map_err(|_| LibvirtError::Xml("backup XML with a NUL byte (from a path?)".into()))?;

@@ -23,6 +23,7 @@ mod tests;
 use virt::connect::Connect;
 use virt::domain::Domain;
 
+pub(crate) use backup::make_private_dir;
 pub use backup::{end_recorded, BackupPlan, LeftOver, NbdServer, PullBackup};
 pub use inventory::is_local;
 pub use scan::{blocking, scan_domain, vm_target, DiskScan, ScanError, ScanSettings};

@@ -41,15 +41,7 @@ pub struct SnapshotPlan {
 impl SnapshotPlan {
     /// The URL a scanner reads disk `target`'s frozen image at.
     pub fn url(&self, target: &str) -> String {
-        match &self.server {
-            NbdServer::Unix { socket } => {
-                format!("nbd+unix:///{target}?socket={}", socket.display())
-            }
-            NbdServer::Tcp { host, port } if host.contains(':') => {
-                format!("nbd://[{host}]:{port}/{target}")
-            }
-            NbdServer::Tcp { host, port } => format!("nbd://{host}:{port}/{target}"),
-        }
+        self.server.url(target)
     }
 
     /// The overlay a disk whose image is `image` writes to while this snapshot holds.

@@ -99,6 +99,16 @@ pub trait OverlayStore {
     fn remove_overlay(&self, tag: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
+/// Selects every column of `vm_overlays` in [`OverlayTuple`]'s order (a macro: sqlx takes
+/// static SQL text only).
+#[macro_export]
+macro_rules! select_overlays {
+    () => {
+        "SELECT tag, vm_job, hypervisor, uri, uuid, name, plan, since, tries, next_try, \
+         last_error FROM vm_overlays"
+    };
+}
+
 /// Implements [`OverlayStore`] for `$store` (a struct with a `pool` field; `begin_write` in
 /// scope, as for `impl_store!`).
 macro_rules! impl_overlay_store {
@@ -154,11 +164,10 @@ macro_rules! impl_overlay_store {
                 now: i64,
                 limit: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::overlays::OverlayRow>> {
-                let rows: Vec<$crate::store::overlays::OverlayTuple> = sqlx::query_as(
-                    "SELECT tag, vm_job, hypervisor, uri, uuid, name, plan, since, tries, \
-                     next_try, last_error FROM vm_overlays WHERE next_try <= $1 \
-                     ORDER BY since, tag LIMIT $2",
-                )
+                let rows: Vec<$crate::store::overlays::OverlayTuple> = sqlx::query_as(concat!(
+                    $crate::select_overlays!(),
+                    " WHERE next_try <= $1 ORDER BY since, tag LIMIT $2"
+                ))
                 .bind(now)
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -172,12 +181,10 @@ macro_rules! impl_overlay_store {
             async fn list_overlays(
                 &self,
             ) -> $crate::store::StoreResult<Vec<$crate::store::overlays::OverlayRow>> {
-                let rows: Vec<$crate::store::overlays::OverlayTuple> = sqlx::query_as(
-                    "SELECT tag, vm_job, hypervisor, uri, uuid, name, plan, since, tries, \
-                     next_try, last_error FROM vm_overlays ORDER BY since, tag",
-                )
-                .fetch_all(&self.pool)
-                .await?;
+                let rows: Vec<$crate::store::overlays::OverlayTuple> =
+                    sqlx::query_as(concat!($crate::select_overlays!(), " ORDER BY since, tag"))
+                        .fetch_all(&self.pool)
+                        .await?;
                 Ok(rows
                     .into_iter()
                     .map($crate::store::overlays::overlay_row)

@@ -5,13 +5,14 @@
 //! a raw guest disk may hold anything), through coldscan's own image readers, and served by a
 //! read-only NBD server; the guest writes to its overlays meanwhile.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use coldscan_scanner::disk::nbd::server::ExportServer;
 use coldscan_scanner::disk::{self, ChainPolicy, DiskFormat, OpenOptions};
 
-use crate::libvirt::{blocking, FrozenDisk, LibvirtError, NbdServer, PullBackup, SnapshotPlan};
+use crate::libvirt::{
+    blocking, make_private_dir, FrozenDisk, LibvirtError, NbdServer, PullBackup, SnapshotPlan,
+};
 
 /// A running point-in-time copy of one VM's disks.
 #[derive(Debug)]
@@ -104,15 +105,8 @@ impl FrozenExport {
             })?;
             exports.push((d.target.clone(), opened.source));
         }
-        let io = |what: String| move |source| LibvirtError::Io { what, source };
         if let Some(dir) = &plan.private_dir {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io(format!("creating {}", parent.display())))?;
-            }
-            std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(format!("restricting {}", dir.display())))?;
+            make_private_dir(dir)?;
         }
         let started = match &plan.server {
             NbdServer::Unix { socket } => ExportServer::start_unix(socket, exports),
