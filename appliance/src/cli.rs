@@ -35,6 +35,7 @@ impl DiskArgs {
                 allowed_dirs: self.backing_dirs.clone(),
             },
             snapshot: self.snapshot.clone(),
+            nbd_tls: None,
         }
     }
 }
