@@ -64,6 +64,8 @@ pub(super) struct TlsClient {
     config: Arc<ClientConfig>,
     hostname: Option<String>,
     client_auth: bool,
+    /// Where the trust anchors came from, for errors.
+    trust: String,
 }
 
 impl fmt::Debug for TlsClient {
@@ -71,6 +73,7 @@ impl fmt::Debug for TlsClient {
         f.debug_struct("TlsClient")
             .field("hostname", &self.hostname)
             .field("client_auth", &self.client_auth)
+            .field("trust", &self.trust)
             .finish_non_exhaustive()
     }
 }
@@ -157,7 +160,8 @@ fn private_key(path: &Path, object: &str) -> Result<PrivateKeyDer<'static>> {
     })
 }
 
-fn trust_anchors(ca: Option<&Path>, object: &str) -> Result<RootCertStore> {
+/// The trust anchors and where they came from.
+fn trust_anchors(ca: Option<&Path>, object: &str) -> Result<(RootCertStore, String)> {
     let mut roots = RootCertStore::empty();
     if let Some(ca) = ca {
         for (i, cert) in certificates(ca, "CA bundle", object)?
@@ -175,7 +179,7 @@ fn trust_anchors(ca: Option<&Path>, object: &str) -> Result<RootCertStore> {
                 )
             })?;
         }
-        return Ok(roots);
+        return Ok((roots, format!("the CA bundle {}", ca.display())));
     }
     for bundle in SYSTEM_CA_BUNDLES {
         let path = Path::new(bundle);
@@ -186,7 +190,10 @@ fn trust_anchors(ca: Option<&Path>, object: &str) -> Result<RootCertStore> {
         // The system bundle may hold certificates webpki cannot use: skip those, as browsers do.
         roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&bytes).flatten());
         if !roots.is_empty() {
-            return Ok(roots);
+            return Ok((
+                roots,
+                format!("the system's trust store {bundle} (no CA was given)"),
+            ));
         }
     }
     Err(credentials(
@@ -203,7 +210,7 @@ impl NbdTls {
     /// Reads the CA bundle (or the system trust store), the client certificate and key, and
     /// builds the client configuration. `object` (the export's URL) names errors.
     pub(super) fn load(&self, object: &str) -> Result<TlsClient> {
-        let roots = trust_anchors(self.ca.as_deref(), object)?;
+        let (roots, trust) = trust_anchors(self.ca.as_deref(), object)?;
         // ring is the project's provider (no aws-lc, no OpenSSL); rustls deprecates it only for
         // lacking post-quantum key exchange, which QEMU's GnuTLS does not need.
         #[allow(deprecated)]
@@ -255,6 +262,7 @@ impl NbdTls {
             config: Arc::new(config),
             hostname: self.hostname.clone(),
             client_auth: self.cert.is_some(),
+            trust,
         })
     }
 }
@@ -366,7 +374,7 @@ impl TlsClient {
             };
             while conn.is_handshaking() {
                 conn.complete_io(&mut io)
-                    .map_err(|e| handshake_error(e, &name, object))?;
+                    .map_err(|e| handshake_error(e, &name, &self.trust, object))?;
             }
         }
         let version = match conn.protocol_version() {
@@ -387,20 +395,21 @@ impl TlsClient {
 }
 
 /// The error of a failed TLS handshake, saying what to do about it.
-fn handshake_error(e: std::io::Error, name: &str, object: &str) -> Error {
+fn handshake_error(e: std::io::Error, name: &str, trust: &str, object: &str) -> Error {
     let hint_client_cert = "the server may require a client certificate (and key) that was not \
-                            given, or not trust the one given";
+                            given, or not trust the one given (coldscan --nbd-tls-cert, \
+                            --nbd-tls-key)";
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(cert)) => {
             use rustls::CertificateError as C;
             let detail = match cert {
                 C::UnknownIssuer => format!(
-                    "the server's certificate is not trusted: it is not signed by the given CA \
-                     (or, without one, by the system's trust store) ({e})"
+                    "the server's certificate is not trusted: no CA of {trust} signed it ({e})"
                 ),
                 C::NotValidForName | C::NotValidForNameContext { .. } => format!(
                     "the server's certificate is not issued for {name:?} ({e}): reach the \
-                     server by a name its certificate carries, or set the TLS hostname to one"
+                     server by a name its certificate carries, or set the TLS hostname to one \
+                     (coldscan --nbd-tls-hostname)"
                 ),
                 _ => format!("the server's certificate was not accepted: {e}"),
             };
@@ -446,13 +455,16 @@ pub(super) fn after_handshake(e: Error, object: &str) -> Error {
                 Some(rustls::Error::AlertReceived(alert)) => format!(
                     "the server ended the TLS session after the handshake (alert {alert:?})"
                 ),
+                _ if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    "the server closed the connection right after the TLS handshake".to_string()
+                }
                 _ => format!("the server ended the TLS session after the handshake ({source})"),
             };
             handshake_failed(
                 object,
                 format!(
                     "{detail}: it may require a client certificate (and key) that was not given, \
-                     or not trust the one given"
+                     or not trust the one given (coldscan --nbd-tls-cert, --nbd-tls-key)"
                 ),
             )
         }
