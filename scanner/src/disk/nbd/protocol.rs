@@ -114,7 +114,7 @@ pub const NBD_ESHUTDOWN: u32 = 108;
 
 /// Longest option reply payload accepted (descriptions and messages are short).
 pub const MAX_OPTION_REPLY: u32 = 64 * 1024;
-/// Most option replies accepted for one `NBD_OPT_GO`.
+/// Most option replies accepted for one `NBD_OPT_GO` or `NBD_OPT_STARTTLS`.
 pub const MAX_OPTION_REPLIES: usize = 64;
 /// Longest export name sent (the protocol's limit is 4096 bytes).
 pub const MAX_EXPORT_NAME: usize = 4096;
