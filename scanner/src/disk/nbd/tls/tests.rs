@@ -20,21 +20,38 @@ use crate::disk::{open_target, OpenOptions};
 struct Issued {
     cert: PathBuf,
     key: PathBuf,
+    /// An RSA key rather than ECDSA P-256.
+    rsa: bool,
 }
 
-/// Makes a self-signed CA `name` in `dir`.
+/// `openssl req` arguments for a new key.
+fn new_key(rsa: bool) -> [&'static str; 4] {
+    if rsa {
+        ["-newkey", "rsa:2048", "-pkeyopt", "rsa_keygen_pubexp:65537"]
+    } else {
+        ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    }
+}
+
+/// Makes a self-signed CA `name` in `dir` (ECDSA P-256).
 fn ca(dir: &Path, name: &str) -> Issued {
+    ca_with(dir, name, false)
+}
+
+/// Makes a self-signed CA `name` in `dir`, with an RSA key if `rsa`.
+fn ca_with(dir: &Path, name: &str, rsa: bool) -> Issued {
     let cert = dir.join(format!("{name}-cert.pem"));
     let key = dir.join(format!("{name}-key.pem"));
+    let [a, b, c, d] = new_key(rsa);
     run(
         "openssl",
         &[
             "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
+            a,
+            b,
+            c,
+            d,
             "-nodes",
             "-days",
             "2",
@@ -50,7 +67,7 @@ fn ca(dir: &Path, name: &str) -> Issued {
             p(&cert),
         ],
     );
-    Issued { cert, key }
+    Issued { cert, key, rsa }
 }
 
 /// Issues a certificate `name` signed by `ca`: for `serverAuth` with the subject alternative
@@ -68,15 +85,16 @@ fn issue(dir: &Path, ca: &Issued, name: &str, purpose: &str, san: Option<&str>) 
         extensions.push_str(&format!("subjectAltName={san}\n"));
     }
     std::fs::write(&ext, extensions).unwrap();
+    let [a, b, c, d] = new_key(ca.rsa);
     run(
         "openssl",
         &[
             "req",
             "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
+            a,
+            b,
+            c,
+            d,
             "-nodes",
             "-subj",
             &format!("/CN={name}"),
@@ -106,7 +124,11 @@ fn issue(dir: &Path, ca: &Issued, name: &str, purpose: &str, san: Option<&str>) 
             p(&cert),
         ],
     );
-    Issued { cert, key }
+    Issued {
+        cert,
+        key,
+        rsa: ca.rsa,
+    }
 }
 
 /// A CA, a client certificate it signed, and QEMU server credential directories.
@@ -118,8 +140,13 @@ struct Pki {
 
 impl Pki {
     fn new() -> Self {
+        Self::with_keys(false)
+    }
+
+    /// RSA keys throughout if `rsa`, else ECDSA P-256.
+    fn with_keys(rsa: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca = ca(dir.path(), "ca");
+        let ca = ca_with(dir.path(), "ca", rsa);
         let client = issue(dir.path(), &ca, "client", "clientAuth", None);
         Pki { dir, ca, client }
     }
@@ -160,8 +187,20 @@ const LOCAL_SAN: &str = "IP:127.0.0.1,DNS:localhost";
 /// `qemu-nbd` exporting `image` as `vda` on `port` with TLS credentials from `creds`
 /// (`verify-peer` as given), plus `extra` arguments.
 fn tls_server(creds: &Path, verify_peer: bool, port: u16, image: &Path, extra: &[&str]) -> QemuNbd {
+    tls_server_with(creds, verify_peer, "", port, image, extra)
+}
+
+/// [`tls_server`] with `tail` appended to the `tls-creds-x509` object (`,priority=...`).
+fn tls_server_with(
+    creds: &Path,
+    verify_peer: bool,
+    tail: &str,
+    port: u16,
+    image: &Path,
+    extra: &[&str],
+) -> QemuNbd {
     let object = format!(
-        "tls-creds-x509,id=tls0,dir={},endpoint=server,verify-peer={}",
+        "tls-creds-x509,id=tls0,dir={},endpoint=server,verify-peer={}{tail}",
         p(creds),
         if verify_peer { "on" } else { "off" }
     );
@@ -250,6 +289,30 @@ fn reads_a_peer_verifying_qemu_export_like_qemu_img_with_pooled_tls_connections(
     )
     .unwrap();
     assert_eq!(by_name.size(), expected.len() as u64);
+}
+
+#[test]
+fn tls_1_2_with_rsa_certificates() {
+    // GnuTLS limited to TLS 1.2 (with ECDSA keys it then fails libnbd's checks as well as ours,
+    // so RSA here).
+    let pki = Pki::with_keys(true);
+    let creds = pki.server_dir("server", LOCAL_SAN);
+    let (qcow2, expected) = image(pki.dir.path());
+    let port = free_port();
+    let tail = ",priority=NORMAL:-VERS-TLS1.3";
+    let _server = tls_server_with(&creds, true, tail, port, &qcow2, &[]);
+    let url = format!("nbds://127.0.0.1:{port}/vda");
+    let opts = OpenOptions {
+        nbd_tls: Some(pki.with_client_cert()),
+        ..OpenOptions::default()
+    };
+    let disk = open_target(&url, &opts).unwrap();
+    let tls = disk.details.iter().find(|(k, _)| k == "tls").unwrap();
+    assert!(tls.1.starts_with("TLS 1.2,"), "{tls:?}");
+    assert!(read_all(disk.source.as_ref()) == expected);
+    drop(disk);
+    let err = connect(&url, &pki.ca_only()).unwrap_err();
+    assert_eq!(failure(&err), Some(TlsFailure::Handshake), "{err}");
 }
 
 #[test]
