@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use coldscan_scanner::disk::nbd::NbdTls;
 use coldscan_scanner::disk::{ChainPolicy, OpenOptions};
 
 use crate::{inventory_cmd, scan_cmd};
@@ -25,6 +26,22 @@ pub struct DiskArgs {
     /// qcow2 internal snapshot (name or id) to read instead of the active state.
     #[arg(long, value_name = "NAME|ID")]
     pub snapshot: Option<String>,
+    /// PEM file of the CA certificates that sign the certificate of `nbds://` servers (the only
+    /// ones trusted; default: the system's trust store). Use with `nbds://` or `nbds+unix://`
+    /// targets: TLS is required there, and refused with plain `nbd://`.
+    #[arg(long = "nbd-tls-ca", value_name = "FILE")]
+    pub nbd_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for `nbds://` servers that verify their peers (QEMU's
+    /// `verify-peer=on`, libvirt's `backup_tls_x509_verify`).
+    #[arg(long = "nbd-tls-cert", value_name = "FILE", requires = "nbd_tls_key")]
+    pub nbd_tls_cert: Option<PathBuf>,
+    /// PEM private key of --nbd-tls-cert.
+    #[arg(long = "nbd-tls-key", value_name = "FILE", requires = "nbd_tls_cert")]
+    pub nbd_tls_key: Option<PathBuf>,
+    /// Name the `nbds://` server's certificate must carry, when the URL reaches it by another
+    /// name or address (default: the URL's host; `localhost` for a Unix socket).
+    #[arg(long = "nbd-tls-hostname", value_name = "NAME")]
+    pub nbd_tls_hostname: Option<String>,
 }
 
 impl DiskArgs {
@@ -35,7 +52,19 @@ impl DiskArgs {
                 allowed_dirs: self.backing_dirs.clone(),
             },
             snapshot: self.snapshot.clone(),
+            nbd_tls: self.nbd_tls(),
         }
+    }
+
+    /// TLS credentials for `nbds://` targets, if any flag names one.
+    fn nbd_tls(&self) -> Option<NbdTls> {
+        let tls = NbdTls {
+            ca: self.nbd_tls_ca.clone(),
+            cert: self.nbd_tls_cert.clone(),
+            key: self.nbd_tls_key.clone(),
+            hostname: self.nbd_tls_hostname.clone(),
+        };
+        (tls != NbdTls::default()).then_some(tls)
     }
 }
 

@@ -27,6 +27,30 @@ for name, data in seeds.items():
     open(f"{d}/{name}.bin", "wb").write(data)
 PY
 
+# The `nbd_starttls` corpus: server sides of a TLS upgrade (greeting, the reply to
+# NBD_OPT_STARTTLS, then NBD_OPT_GO replies and a read reply as if TLS were transparent).
+python3 - "$here/corpus/nbd_starttls" <<'PY'
+import os, struct, sys
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+be = lambda f, *v: struct.pack(">" + f, *v)
+greet = b"NBDMAGIC" + b"IHAVEOPT" + be("H", 3)
+def rep(opt, typ, data=b""): return be("QIII", 0x3e889045565a9, opt, typ, len(data)) + data
+go = (rep(7, 3, be("HQH", 0, 1 << 20, 3)) + rep(7, 3, be("HIII", 3, 512, 4096, 1 << 20))
+      + rep(7, 1))
+read = be("IIQ", 0x67446698, 0, 1) + bytes(range(256)) * 2
+seeds = {
+    "ack-go-read": greet + rep(5, 1) + go + read,
+    "unsup": greet + rep(5, 0x80000001, b"no TLS"),
+    "policy": greet + rep(5, 0x80000002, b"not for you"),
+    "info-then-ack": greet + rep(5, 0x40000000, b"x") + rep(5, 1) + go,
+    "ack-with-data": greet + rep(5, 1, b"junk"),
+    "not-fixed": b"NBDMAGIC" + b"IHAVEOPT" + be("H", 2),
+}
+for name, data in seeds.items():
+    open(f"{d}/{name}.bin", "wb").write(data)
+PY
+
 command -v qemu-nbd >/dev/null && command -v socat >/dev/null || {
   echo "seed_nbd: qemu-nbd or socat missing: corpus not seeded" >&2; exit 0; }
 tmp=$(mktemp -d)

@@ -63,6 +63,25 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Why a TLS connection to a network disk failed: the kind of an [`Error::Tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// TLS was required but the server does not offer it (it refused `NBD_OPT_STARTTLS`, or
+    /// does not speak the negotiation that carries it). Nothing was read in clear.
+    NotOffered,
+    /// The server requires TLS but the URL asked for a plain connection (`nbd://`).
+    RequiredByServer,
+    /// The CA bundle, client certificate or key could not be loaded.
+    Credentials,
+    /// The server's certificate was not accepted: not signed by a trusted CA, expired, or not
+    /// issued for the name the server was reached by.
+    ServerNotTrusted,
+    /// The handshake failed otherwise, or the server ended the session right after it (it
+    /// wants a client certificate it did not get, or does not trust the one it got).
+    Handshake,
+}
+
 /// Errors of every layer: block sources, disk formats, partition tables, filesystems, engines.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -150,6 +169,17 @@ pub enum Error {
         /// Which device (its UUID) and why it is needed.
         detail: String,
     },
+    /// A network disk could not be reached over TLS as required, or the server requires TLS
+    /// that was not asked for (`nbds://` exports).
+    #[error("{object}: TLS: {detail}")]
+    Tls {
+        /// The URL of the export.
+        object: String,
+        /// What failed.
+        failure: TlsFailure,
+        /// What happened and what to do about it.
+        detail: String,
+    },
     /// The scan engine failed.
     #[error("{object}: engine error: {detail}")]
     Engine {
@@ -216,6 +246,8 @@ impl Error {
             Error::Encrypted { .. } => Reason::Encrypted,
             Error::Limit { .. } => Reason::Limit,
             Error::Refused { .. } => Reason::Refused,
+            // The export could not be read (securely): like a failed read of a disk.
+            Error::Tls { .. } => Reason::IoError,
             Error::Engine { .. } => Reason::EngineError,
             Error::MissingDevice { .. } => Reason::MissingDevice,
         }

@@ -51,8 +51,8 @@ pub(crate) fn open_resolved(
     state: &mut ChainState,
 ) -> Result<OpenedDisk> {
     let lower_opts = OpenOptions {
-        chain: opts.chain.clone(),
         snapshot: None,
+        ..opts.clone()
     };
     open_layer(path, &lower_opts, state)
 }

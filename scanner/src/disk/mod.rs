@@ -160,6 +160,9 @@ pub struct OpenOptions {
     pub chain: ChainPolicy,
     /// qcow2 internal snapshot to open (name or id), instead of the active state.
     pub snapshot: Option<String>,
+    /// TLS credentials for `nbds://` / `nbds+unix://` targets (`None`: the system's trust
+    /// store, no client certificate); refused with a plain `nbd://` target.
+    pub nbd_tls: Option<nbd::NbdTls>,
 }
 
 /// An opened virtual disk.
@@ -246,10 +249,11 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<OpenedDisk> {
 }
 
 /// Opens a disk target as the user names it: an `nbd://` / `nbd+unix://` URL (an NBD export,
-/// read as the raw virtual disk the server presents) or an image file / block device path.
+/// read as the raw virtual disk the server presents; `nbds://` / `nbds+unix://` over TLS with
+/// `opts.nbd_tls`) or an image file / block device path.
 pub fn open_target(spec: &str, opts: &OpenOptions) -> Result<OpenedDisk> {
     if nbd::is_nbd_url(spec) {
-        nbd::open(spec)
+        nbd::open_with_tls(spec, opts.nbd_tls.as_ref())
     } else {
         open(Path::new(spec), opts)
     }

@@ -2,12 +2,15 @@
 //! project's protocol description (`doc/proto.md`; wire details in [`protocol`]).
 //!
 //! Targets are `nbd://host[:port]/export` (port 10809 by default) and
-//! `nbd+unix:///export?socket=PATH`. The export is the guest's virtual disk as the server presents
+//! `nbd+unix:///export?socket=PATH`, or `nbds://` / `nbds+unix://` for the same with TLS required
+//! (libnbd's URI schemes; credentials in [`NbdTls`], the session in [`tls`]): such a connection
+//! sends `NBD_OPT_STARTTLS` before any other option and never continues in clear. The export is the guest's virtual disk as the server presents
 //! it (`qemu-nbd -f qcow2` exports the decoded disk): nothing inside it is probed for an image
 //! format. Reads go through a small pool of connections so that parallel scans do not serialize;
 //! extra connections are opened only when the server says they are consistent
 //! (`NBD_FLAG_CAN_MULTI_CONN`) and accepts them promptly (`qemu-nbd` serves one connection unless
-//! `--shared` says otherwise). Every connect and read has a timeout, so a dead server fails the
+//! `--shared` says otherwise). Every (re)connection repeats the whole negotiation, TLS included.
+//! Every connect, TLS handshake and read has a timeout, so a dead server fails the
 //! scan instead of hanging it; `NBD_CMD_DISC` is sent when a connection is dropped.
 //!
 //! The other side, a read-only server exporting block sources (the manager exports a frozen
@@ -16,12 +19,16 @@
 pub mod protocol;
 pub mod server;
 pub mod server_protocol;
+pub mod tls;
+mod url;
+
+pub use tls::NbdTls;
+pub use url::{is_nbd_url, Endpoint, NbdUrl};
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +37,7 @@ use crate::disk::{ChainLink, DiskFormat, OpenedDisk, MAX_VIRTUAL_SIZE};
 use crate::error::{Error, Result};
 
 use protocol::{ExportInfo, TFLAG_CAN_MULTI_CONN};
+use tls::TlsClient;
 
 /// Default NBD TCP port.
 pub const DEFAULT_PORT: u16 = 10809;
@@ -45,110 +53,12 @@ pub const MAX_REQUEST: u32 = 32 << 20;
 /// Most connections held open to one export.
 pub const MAX_CONNECTIONS: usize = 4;
 
-/// Whether `spec` names an NBD export rather than a file.
-pub fn is_nbd_url(spec: &str) -> bool {
-    spec.starts_with("nbd://") || spec.starts_with("nbd+unix://")
-}
-
-/// Where the server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// TCP host and port.
-    Tcp {
-        /// Host name or address (IPv6 without brackets).
-        host: String,
-        /// Port.
-        port: u16,
-    },
-    /// A Unix domain socket.
-    Unix(PathBuf),
-}
-
-/// A parsed NBD URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NbdUrl {
-    /// The server.
-    pub endpoint: Endpoint,
-    /// The export name (empty: the server's default export).
-    pub export: String,
-}
-
-fn percent_decode(s: &str, url: &str) -> Result<String> {
-    let bad = || Error::corrupt(url, 0, "bad percent escape in NBD URL");
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
-}
-
-impl NbdUrl {
-    /// Parses `nbd://host[:port][/export]` or `nbd+unix:///export?socket=PATH`.
-    pub fn parse(url: &str) -> Result<Self> {
-        let invalid = |why: &str| Error::NotFound {
-            object: url.to_string(),
-            detail: format!("invalid NBD URL: {why}"),
-        };
-        if let Some(rest) = url.strip_prefix("nbd+unix://") {
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let export = percent_decode(path.strip_prefix('/').unwrap_or(path), url)?;
-            let socket = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("socket="))
-                .ok_or_else(|| invalid("nbd+unix:// needs ?socket=PATH"))?;
-            return Ok(NbdUrl {
-                endpoint: Endpoint::Unix(PathBuf::from(percent_decode(socket, url)?)),
-                export,
-            });
-        }
-        let rest = url
-            .strip_prefix("nbd://")
-            .ok_or_else(|| invalid("not nbd:// or nbd+unix://"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed [IPv6]"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(invalid("no host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
-            None => DEFAULT_PORT,
-        };
-        Ok(NbdUrl {
-            endpoint: Endpoint::Tcp {
-                host: host.to_string(),
-                port,
-            },
-            export: percent_decode(path, url)?,
-        })
-    }
-}
-
 /// A byte stream to the server with timeouts.
 trait Stream: Read + Write + Send + fmt::Debug {
     fn set_timeouts(&self, t: Duration) -> std::io::Result<()>;
+
+    /// Ends a session layered on the stream (TLS's `close_notify`), best effort.
+    fn close(&mut self) {}
 }
 
 impl Stream for TcpStream {
@@ -174,7 +84,16 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(url: &NbdUrl, object: &str, timeout: Duration) -> Result<(Self, ExportInfo)> {
+    /// Connects, negotiates (with TLS first when `url` requires it: `tls` is then `Some`) and
+    /// returns the connection, what the server told about the export, and for TLS a
+    /// description of the session.
+    fn open(
+        url: &NbdUrl,
+        tls: Option<&TlsClient>,
+        object: &str,
+        timeout: Duration,
+    ) -> Result<(Self, ExportInfo, Option<String>)> {
+        let deadline = Instant::now() + timeout;
         let io = |e| Error::io(object, 0, e);
         let stream: Box<dyn Stream> = match &url.endpoint {
             Endpoint::Tcp { host, port } => {
@@ -199,15 +118,38 @@ impl Connection {
             }
             Endpoint::Unix(path) => Box::new(UnixStream::connect(path).map_err(io)?),
         };
+        let mut stream = stream;
         stream.set_timeouts(timeout).map_err(io)?;
-        let mut conn = Connection {
+        let greeting = protocol::greet(&mut stream, object)?;
+        let (stream, info, description) = match (url.tls, tls) {
+            (false, _) => {
+                let info = protocol::negotiate(&mut stream, &url.export, greeting, object)?;
+                (stream, info, None)
+            }
+            (true, Some(tls)) => {
+                protocol::starttls(&mut stream, greeting, &url.export, object)?;
+                let (mut secure, description) =
+                    tls.handshake(stream, &url.endpoint, deadline, object)?;
+                secure.set_timeouts(timeout).map_err(io)?;
+                let info = protocol::negotiate(&mut secure, &url.export, greeting, object)
+                    .map_err(|e| tls::after_handshake(e, object))?;
+                (Box::new(secure) as Box<dyn Stream>, info, Some(description))
+            }
+            (true, None) => {
+                return Err(Error::Tls {
+                    object: object.to_string(),
+                    failure: crate::error::TlsFailure::Credentials,
+                    detail: "TLS is required but no TLS configuration was loaded".to_string(),
+                })
+            }
+        };
+        stream.set_timeouts(IO_TIMEOUT).map_err(io)?;
+        let conn = Connection {
             stream,
             next_cookie: 1,
             object: object.to_string(),
         };
-        let info = protocol::handshake(&mut conn.stream, &url.export, object)?;
-        conn.stream.set_timeouts(IO_TIMEOUT).map_err(io)?;
-        Ok((conn, info))
+        Ok((conn, info, description))
     }
 
     /// Reads at `offset`: `Ok(Some(code))` is a server error reply (the connection stays usable).
@@ -222,6 +164,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // Best effort: the server drops the connection either way.
         let _ = protocol::disconnect(&mut self.stream, self.next_cookie, &self.object);
+        self.stream.close();
     }
 }
 
@@ -238,15 +181,40 @@ pub struct NbdSource {
     name: String,
     url: NbdUrl,
     info: ExportInfo,
+    tls: Option<TlsClient>,
+    tls_session: Option<String>,
     pool: Mutex<Pool>,
     returned: Condvar,
 }
 
 impl NbdSource {
-    /// Connects to the export named by `url` (`nbd://...`).
+    /// Connects to the export named by `url` (`nbd://...`; `nbds://...` trusting the system's
+    /// trust store, without a client certificate).
     pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_tls(url, None)
+    }
+
+    /// Connects to the export named by `url`, with the TLS credentials `tls` for `nbds://` and
+    /// `nbds+unix://` URLs (`None`: the system's trust store, no client certificate).
+    /// Credentials given for a plain `nbd://` URL are refused rather than ignored: the URL's
+    /// scheme decides whether TLS is required, and asking for TLS with a plain URL is a mistake.
+    pub fn connect_with_tls(url: &str, tls: Option<&NbdTls>) -> Result<Self> {
         let parsed = NbdUrl::parse(url)?;
-        let (conn, info) = Connection::open(&parsed, url, CONNECT_TIMEOUT)?;
+        let client = match (parsed.tls, tls) {
+            (true, Some(tls)) => Some(tls.load(url)?),
+            (true, None) => Some(NbdTls::default().load(url)?),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(Error::Refused {
+                    object: url.to_string(),
+                    detail: "TLS credentials were given for a plain nbd:// URL: use nbds:// (or \
+                             nbds+unix://) to connect with TLS"
+                        .to_string(),
+                })
+            }
+        };
+        let (conn, info, tls_session) =
+            Connection::open(&parsed, client.as_ref(), url, CONNECT_TIMEOUT)?;
         if info.size > MAX_VIRTUAL_SIZE {
             return Err(Error::limit(
                 url,
@@ -265,6 +233,8 @@ impl NbdSource {
             name: url.to_string(),
             url: parsed,
             info,
+            tls: client,
+            tls_session,
             pool: Mutex::new(Pool {
                 idle: vec![conn],
                 open: 1,
@@ -300,10 +270,10 @@ impl NbdSource {
                 } else {
                     EXTRA_CONNECTION_TIMEOUT
                 };
-                let opened = Connection::open(&self.url, &self.name, timeout);
+                let opened = Connection::open(&self.url, self.tls.as_ref(), &self.name, timeout);
                 pool = self.lock();
                 match opened {
-                    Ok((c, info)) if info.size == self.info.size => return Ok(c),
+                    Ok((c, info, _)) if info.size == self.info.size => return Ok(c),
                     Ok(_) => {
                         pool.open -= 1;
                         return Err(Error::corrupt(
@@ -423,9 +393,15 @@ impl BlockSource for NbdSource {
     }
 }
 
-/// Opens the NBD export `url` as a virtual disk.
+/// Opens the NBD export `url` as a virtual disk (`nbds://` with the system's trust store).
 pub fn open(url: &str) -> Result<OpenedDisk> {
-    let source = NbdSource::connect(url)?;
+    open_with_tls(url, None)
+}
+
+/// Opens the NBD export `url` as a virtual disk, with the TLS credentials `tls` for `nbds://`
+/// and `nbds+unix://` URLs (see [`NbdSource::connect_with_tls`]).
+pub fn open_with_tls(url: &str, tls: Option<&NbdTls>) -> Result<OpenedDisk> {
+    let source = NbdSource::connect_with_tls(url, tls)?;
     let info = source.info().clone();
     let mut details = vec![
         ("export".to_string(), source.url.export.clone()),
@@ -444,6 +420,13 @@ pub fn open(url: &str) -> Result<OpenedDisk> {
             format!("{:#06x}", info.flags),
         ),
     ];
+    details.push((
+        "tls".to_string(),
+        source
+            .tls_session
+            .clone()
+            .unwrap_or_else(|| "no (plain NBD)".to_string()),
+    ));
     if info.negotiated_with_go {
         details.push((
             "block sizes".to_string(),

@@ -1,6 +1,7 @@
 //! The NBD wire protocol, client side, following the NBD project's protocol description
 //! (`doc/proto.md`): sections "Fixed newstyle negotiation", "Option types" (`NBD_OPT_GO`,
-//! `NBD_OPT_EXPORT_NAME`), "Information types" (`NBD_INFO_EXPORT`, `NBD_INFO_BLOCK_SIZE`),
+//! `NBD_OPT_EXPORT_NAME`, `NBD_OPT_STARTTLS`), "TLS support" (the upgrade; the TLS session
+//! itself is in `tls`), "Information types" (`NBD_INFO_EXPORT`, `NBD_INFO_BLOCK_SIZE`),
 //! "Transmission" (request and simple reply messages) and "Request types" (`NBD_CMD_READ`,
 //! `NBD_CMD_DISC`).
 //!
@@ -12,7 +13,7 @@
 
 use std::io::{Read, Write};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TlsFailure};
 
 /// `NBDMAGIC`: first 8 bytes the server sends.
 pub const NBD_MAGIC: u64 = 0x4e42_444d_4147_4943;
@@ -72,7 +73,7 @@ pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
 pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
 /// Option reply error: the option's data is malformed.
 pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
-/// Option reply error: TLS is required (not supported by this client).
+/// Option reply error: TLS is required (the client must send `NBD_OPT_STARTTLS` first).
 pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
 /// Option reply error: no such export.
 pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
@@ -113,7 +114,7 @@ pub const NBD_ESHUTDOWN: u32 = 108;
 
 /// Longest option reply payload accepted (descriptions and messages are short).
 pub const MAX_OPTION_REPLY: u32 = 64 * 1024;
-/// Most option replies accepted for one `NBD_OPT_GO`.
+/// Most option replies accepted for one `NBD_OPT_GO` or `NBD_OPT_STARTTLS`.
 pub const MAX_OPTION_REPLIES: usize = 64;
 /// Longest export name sent (the protocol's limit is 4096 bytes).
 pub const MAX_EXPORT_NAME: usize = 4096;
@@ -181,15 +182,17 @@ fn send_option(s: &mut impl Write, object: &str, option: u32, data: &[u8]) -> Re
     s.flush().map_err(|e| io_err(object, e))
 }
 
-/// Negotiates `export` (fixed newstyle, `NBD_OPT_GO` falling back to `NBD_OPT_EXPORT_NAME`) and
-/// leaves `s` in the transmission phase.
-pub fn handshake<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<ExportInfo> {
-    if export.len() > MAX_EXPORT_NAME {
-        return Err(Error::limit(
-            object,
-            "NBD export name longer than 4096 bytes",
-        ));
-    }
+/// What the server's greeting allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Greeting {
+    /// Fixed newstyle negotiation: options get replies, and TLS can be negotiated.
+    pub fixed_newstyle: bool,
+    /// The server omits the 124 zero bytes after `NBD_OPT_EXPORT_NAME`.
+    pub no_zeroes: bool,
+}
+
+/// Reads the server's greeting (newstyle only) and answers with the client flags.
+pub fn greet<S: Read + Write>(s: &mut S, object: &str) -> Result<Greeting> {
     if read_u64(s, object)? != NBD_MAGIC {
         return Err(proto(object, "the server did not send NBDMAGIC"));
     }
@@ -204,17 +207,118 @@ pub fn handshake<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Resu
         _ => return Err(proto(object, "unknown negotiation magic")),
     }
     let server_flags = read_u16(s, object)?;
-    let fixed = server_flags & FLAG_FIXED_NEWSTYLE != 0;
-    let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
     let client_flags = u32::from(server_flags & (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES));
     s.write_all(&client_flags.to_be_bytes())
         .map_err(|e| io_err(object, e))?;
-    if fixed {
+    Ok(Greeting {
+        fixed_newstyle: server_flags & FLAG_FIXED_NEWSTYLE != 0,
+        no_zeroes: server_flags & FLAG_NO_ZEROES != 0,
+    })
+}
+
+/// Negotiates `export` (fixed newstyle, `NBD_OPT_GO` falling back to `NBD_OPT_EXPORT_NAME`) and
+/// leaves `s` in the transmission phase: [`greet`] then [`negotiate`], in clear.
+pub fn handshake<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<ExportInfo> {
+    check_export_name(export, object)?;
+    let greeting = greet(s, object)?;
+    negotiate(s, export, greeting, object)
+}
+
+fn check_export_name(export: &str, object: &str) -> Result<()> {
+    if export.len() > MAX_EXPORT_NAME {
+        return Err(Error::limit(
+            object,
+            "NBD export name longer than 4096 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Selects `export` after the greeting (and after TLS, if it was started): `NBD_OPT_GO`, or
+/// `NBD_OPT_EXPORT_NAME` for servers without it. Leaves `s` in the transmission phase.
+pub fn negotiate<S: Read + Write>(
+    s: &mut S,
+    export: &str,
+    greeting: Greeting,
+    object: &str,
+) -> Result<ExportInfo> {
+    check_export_name(export, object)?;
+    if greeting.fixed_newstyle {
         if let Some(info) = go(s, export, object)? {
             return Ok(info);
         }
     }
-    export_name(s, export, no_zeroes, object)
+    export_name(s, export, greeting.no_zeroes, object)
+}
+
+/// Asks the server to upgrade the connection to TLS (`NBD_OPT_STARTTLS`, "TLS support" in
+/// `doc/proto.md`), as the first option. `Ok(())` is the server's `NBD_REP_ACK`: the TLS
+/// handshake must follow at once. Any refusal is an [`Error::Tls`] ([`TlsFailure::NotOffered`])
+/// naming `export`: a client that requires TLS never continues in clear.
+pub fn starttls<S: Read + Write>(
+    s: &mut S,
+    greeting: Greeting,
+    export: &str,
+    object: &str,
+) -> Result<()> {
+    let refused = |why: String| Error::Tls {
+        object: object.to_string(),
+        failure: TlsFailure::NotOffered,
+        detail: format!(
+            "TLS was required for export {export:?} but the server does not offer it: {why}; \
+             nothing was sent in clear"
+        ),
+    };
+    if !greeting.fixed_newstyle {
+        // The protocol allows STARTTLS only after fixed newstyle negotiation.
+        return Err(refused(
+            "it does not speak fixed newstyle negotiation".to_string(),
+        ));
+    }
+    send_option(s, object, OPT_STARTTLS, &[])?;
+    for _ in 0..MAX_OPTION_REPLIES {
+        let (reply, payload) = read_option_reply(s, OPT_STARTTLS, "NBD_OPT_STARTTLS", object)?;
+        match reply {
+            REP_ACK if payload.is_empty() => return Ok(()),
+            REP_ACK => return Err(proto(object, "NBD_OPT_STARTTLS acknowledged with data")),
+            r if r & REP_FLAG_ERROR != 0 => {
+                let msg = String::from_utf8_lossy(&payload);
+                return Err(refused(format!(
+                    "it answered NBD_OPT_STARTTLS with {} {msg:?}",
+                    option_error_name(r)
+                )));
+            }
+            _ => {} // Unknown non-error replies are ignored, as for NBD_OPT_GO.
+        }
+    }
+    Err(proto(object, "too many option replies"))
+}
+
+/// Reads one option reply to `option`: its type and payload (bounded by [`MAX_OPTION_REPLY`]).
+fn read_option_reply<S: Read>(
+    s: &mut S,
+    option: u32,
+    option_name: &str,
+    object: &str,
+) -> Result<(u32, Vec<u8>)> {
+    if read_u64(s, object)? != OPTION_REPLY_MAGIC {
+        return Err(proto(object, "bad option reply magic"));
+    }
+    let replied_to = read_u32(s, object)?;
+    let reply = read_u32(s, object)?;
+    let len = read_u32(s, object)?;
+    if replied_to != option {
+        return Err(proto(
+            object,
+            format!("reply to option {replied_to}, not {option_name}"),
+        ));
+    }
+    if len > MAX_OPTION_REPLY {
+        return Err(proto(object, format!("option reply of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).map_err(|e| io_err(object, e))?;
+    Ok((reply, payload))
 }
 
 /// `NBD_OPT_GO`; `Ok(None)` if the server does not support it.
@@ -229,23 +333,7 @@ fn go<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<Option<E
     let mut size_flags = None;
     let mut blocks = None;
     for _ in 0..MAX_OPTION_REPLIES {
-        if read_u64(s, object)? != OPTION_REPLY_MAGIC {
-            return Err(proto(object, "bad option reply magic"));
-        }
-        let option = read_u32(s, object)?;
-        let reply = read_u32(s, object)?;
-        let len = read_u32(s, object)?;
-        if option != OPT_GO {
-            return Err(proto(
-                object,
-                format!("reply to option {option}, not NBD_OPT_GO"),
-            ));
-        }
-        if len > MAX_OPTION_REPLY {
-            return Err(proto(object, format!("option reply of {len} bytes")));
-        }
-        let mut payload = vec![0u8; len as usize];
-        s.read_exact(&mut payload).map_err(|e| io_err(object, e))?;
+        let (reply, payload) = read_option_reply(s, OPT_GO, "NBD_OPT_GO", object)?;
         match reply {
             REP_ACK => {
                 let Some((size, flags)) = size_flags else {
@@ -283,19 +371,25 @@ fn go<S: Read + Write>(s: &mut S, export: &str, object: &str) -> Result<Option<E
                 }
             }
             REP_ERR_UNSUP => return Ok(None),
+            REP_ERR_TLS_REQD => {
+                return Err(Error::Tls {
+                    object: object.to_string(),
+                    failure: TlsFailure::RequiredByServer,
+                    detail: format!(
+                        "the NBD server requires TLS for export {export:?} \
+                         (NBD_REP_ERR_TLS_REQD): use nbds:// instead of nbd:// (with the CA that \
+                         signed the server's certificate)"
+                    ),
+                })
+            }
             r if r & REP_FLAG_ERROR != 0 => {
                 let msg = String::from_utf8_lossy(&payload);
-                let detail = format!(
-                    "NBD server refused export {export:?} ({}): {msg}",
-                    option_error_name(r)
-                );
-                return Err(if r == REP_ERR_TLS_REQD {
-                    Error::unsupported(object, detail)
-                } else {
-                    Error::NotFound {
-                        object: object.to_string(),
-                        detail,
-                    }
+                return Err(Error::NotFound {
+                    object: object.to_string(),
+                    detail: format!(
+                        "NBD server refused export {export:?} ({}): {msg}",
+                        option_error_name(r)
+                    ),
                 });
             }
             _ => {} // Unknown non-error replies are ignored, as the protocol asks.
@@ -311,7 +405,7 @@ fn option_error_name(code: u32) -> String {
         2 => "NBD_REP_ERR_POLICY",
         3 => "NBD_REP_ERR_INVALID",
         4 => "NBD_REP_ERR_PLATFORM",
-        5 => "NBD_REP_ERR_TLS_REQD (TLS is not supported)",
+        5 => "NBD_REP_ERR_TLS_REQD (TLS required)",
         6 => "NBD_REP_ERR_UNKNOWN (no such export)",
         7 => "NBD_REP_ERR_SHUTDOWN",
         8 => "NBD_REP_ERR_BLOCK_SIZE_REQD",
@@ -422,148 +516,4 @@ pub fn disconnect<S: Write>(s: &mut S, cookie: u64, object: &str) -> Result<()> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A scripted server: bytes to return, and what the client wrote.
-    struct Script {
-        input: std::io::Cursor<Vec<u8>>,
-        written: Vec<u8>,
-    }
-
-    impl Read for Script {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Script {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn greeting(flags: u16) -> Vec<u8> {
-        let mut v = NBD_MAGIC.to_be_bytes().to_vec();
-        v.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        v.extend_from_slice(&flags.to_be_bytes());
-        v
-    }
-
-    fn option_reply(reply: u32, data: &[u8]) -> Vec<u8> {
-        let mut v = OPTION_REPLY_MAGIC.to_be_bytes().to_vec();
-        v.extend_from_slice(&OPT_GO.to_be_bytes());
-        v.extend_from_slice(&reply.to_be_bytes());
-        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
-
-    #[test]
-    fn go_with_block_sizes_then_a_read() {
-        let mut server = greeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-        let mut export = INFO_EXPORT.to_be_bytes().to_vec();
-        export.extend_from_slice(&(1u64 << 20).to_be_bytes());
-        export.extend_from_slice(&(TFLAG_HAS_FLAGS | TFLAG_READ_ONLY).to_be_bytes());
-        server.extend(option_reply(REP_INFO, &export));
-        let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
-        for v in [512u32, 4096, 1 << 20] {
-            bs.extend_from_slice(&v.to_be_bytes());
-        }
-        server.extend(option_reply(REP_INFO, &bs));
-        server.extend(option_reply(REP_ACK, &[]));
-        server.extend(SIMPLE_REPLY_MAGIC.to_be_bytes());
-        server.extend(0u32.to_be_bytes());
-        server.extend(7u64.to_be_bytes());
-        server.extend([1, 2, 3, 4]);
-        let mut s = Script {
-            input: std::io::Cursor::new(server),
-            written: Vec::new(),
-        };
-        let info = handshake(&mut s, "disk", "t").unwrap();
-        assert_eq!(info.size, 1 << 20);
-        assert!(info.read_only());
-        assert_eq!(info.min_block, 512);
-        assert_eq!(&s.written[0..4], &3u32.to_be_bytes());
-        let mut buf = [0u8; 4];
-        assert_eq!(read_at(&mut s, 7, 4096, &mut buf, "t").unwrap(), None);
-        assert_eq!(buf, [1, 2, 3, 4]);
-        // The read request: magic, flags 0, CMD_READ, cookie, offset, length.
-        let req = &s.written[s.written.len() - 28..];
-        assert_eq!(&req[0..4], &REQUEST_MAGIC.to_be_bytes());
-        assert_eq!(&req[6..8], &CMD_READ.to_be_bytes());
-        assert_eq!(&req[16..24], &4096u64.to_be_bytes());
-    }
-
-    #[test]
-    fn falls_back_to_export_name_and_reads_the_zero_padding() {
-        let mut server = greeting(FLAG_FIXED_NEWSTYLE);
-        server.extend(option_reply(REP_ERR_UNSUP, &[]));
-        server.extend(12345u64.to_be_bytes());
-        server.extend(TFLAG_HAS_FLAGS.to_be_bytes());
-        server.extend([0u8; 124]);
-        let mut s = Script {
-            input: std::io::Cursor::new(server),
-            written: Vec::new(),
-        };
-        let info = handshake(&mut s, "", "t").unwrap();
-        assert_eq!(info.size, 12345);
-        assert!(!info.negotiated_with_go);
-        assert!(!info.read_only());
-    }
-
-    #[test]
-    fn errors_are_reported_not_panics() {
-        // Unknown export.
-        let mut server = greeting(FLAG_FIXED_NEWSTYLE);
-        server.extend(option_reply(REP_FLAG_ERROR | 6, b"no such export"));
-        let mut s = Script {
-            input: std::io::Cursor::new(server),
-            written: Vec::new(),
-        };
-        let err = handshake(&mut s, "x", "t").unwrap_err();
-        assert!(err.to_string().contains("no such export"), "{err}");
-        assert!(err.to_string().contains("NBD_REP_ERR_UNKNOWN"), "{err}");
-        // Oversized reply, truncated stream, wrong magic, bad block sizes.
-        let mut big = greeting(FLAG_FIXED_NEWSTYLE);
-        big.extend(OPTION_REPLY_MAGIC.to_be_bytes());
-        big.extend(OPT_GO.to_be_bytes());
-        big.extend(REP_INFO.to_be_bytes());
-        big.extend(u32::MAX.to_be_bytes());
-        let mut bad_bs = greeting(FLAG_FIXED_NEWSTYLE);
-        let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
-        for v in [3u32, 4096, 1] {
-            bs.extend_from_slice(&v.to_be_bytes());
-        }
-        bad_bs.extend(option_reply(REP_INFO, &bs));
-        for input in [big, bad_bs, greeting(0)[..10].to_vec(), vec![0u8; 64]] {
-            let mut s = Script {
-                input: std::io::Cursor::new(input),
-                written: Vec::new(),
-            };
-            assert!(handshake(&mut s, "", "t").is_err());
-        }
-        // A server error on read.
-        let mut reply = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
-        reply.extend(5u32.to_be_bytes());
-        reply.extend(1u64.to_be_bytes());
-        let mut s = Script {
-            input: std::io::Cursor::new(reply),
-            written: Vec::new(),
-        };
-        assert_eq!(read_at(&mut s, 1, 0, &mut [0u8; 8], "t").unwrap(), Some(5));
-        // A reply to another request.
-        let mut reply = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
-        reply.extend(0u32.to_be_bytes());
-        reply.extend(2u64.to_be_bytes());
-        let mut s = Script {
-            input: std::io::Cursor::new(reply),
-            written: Vec::new(),
-        };
-        assert!(read_at(&mut s, 1, 0, &mut [0u8; 8], "t").is_err());
-    }
-}
+mod tests;

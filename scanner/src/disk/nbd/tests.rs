@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 /// A running `qemu-nbd`, killed (by its own process handle) when dropped.
-struct QemuNbd {
+pub(super) struct QemuNbd {
     child: Child,
 }
 
@@ -20,7 +20,7 @@ impl Drop for QemuNbd {
     }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `qemu-nbd --read-only --persistent` with `args` and waits until `ready` holds.
-fn qemu_nbd(args: &[&str], ready: impl Fn() -> bool) -> QemuNbd {
+pub(super) fn qemu_nbd(args: &[&str], ready: impl Fn() -> bool) -> QemuNbd {
     let child = Command::new("qemu-nbd")
         .args(["--read-only", "--persistent"])
         .args(args)
@@ -105,7 +105,25 @@ fn urls_parse() {
     let u = NbdUrl::parse("nbd+unix:///x?socket=/run/nbd.sock").unwrap();
     assert_eq!(u.endpoint, Endpoint::Unix("/run/nbd.sock".into()));
     assert_eq!(u.export, "x");
+    // TLS required: libnbd's scheme names.
+    let u = NbdUrl::parse("nbds://host.example:10811/vda").unwrap();
+    assert!(u.tls);
+    assert_eq!(
+        u.endpoint,
+        Endpoint::Tcp {
+            host: "host.example".into(),
+            port: 10811
+        }
+    );
+    let u = NbdUrl::parse("nbds+unix:///vda?socket=/run/b.sock").unwrap();
+    assert!(u.tls);
+    assert_eq!(u.endpoint, Endpoint::Unix("/run/b.sock".into()));
+    assert!(!NbdUrl::parse("nbd://h/x").unwrap().tls);
+    assert!(is_nbd_url("nbds://h/x") && is_nbd_url("nbds+unix:///x?socket=/s"));
+    assert!(!is_nbd_url("nbdx://h/x"));
     for bad in [
+        "nbds://",
+        "nbds+unix:///x",
         "nbd://",
         "nbd://h:port/",
         "nbd+unix:///x",
