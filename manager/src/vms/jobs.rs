@@ -125,52 +125,55 @@ impl<S: Store> Driver<S> {
             Some(r) => (r.plan.clone(), Some(r.uri.clone())),
             None => (None, None),
         };
+        let mut backup_was_open = false;
         let mut details = Vec::new();
+        if let (Some(plan), Some(uri)) = (plan, uri) {
+            let hv = match self.connections.get(&job.hypervisor, &uri).await {
+                Ok(hv) => hv,
+                Err(e) => {
+                    // Try again next tick: the backup may still be open.
+                    eprintln!(
+                        "coldscan-manager: VM job {}: left-over backup not ended: {e}",
+                        job.id
+                    );
+                    return Ok(());
+                }
+            };
+            let uuid = job.uuid.clone();
+            match blocking(move || end_recorded(&hv, &uuid, &plan)).await {
+                Ok(LeftOver::Aborted) => {
+                    backup_was_open = true;
+                    details.push("left-over backup aborted");
+                }
+                Ok(LeftOver::NotRunning) => details.push("no backup was left running"),
+                Err(e) => {
+                    self.connections.drop_connection(&job.hypervisor);
+                    eprintln!(
+                        "coldscan-manager: VM job {}: left-over backup not ended: {e}",
+                        job.id
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        // The snapshot fallback, unless the backup it stands in for was the one open: whatever
+        // it took is committed back by the keeper; its socket went with its manager.
         if let Some((snapshot, uri)) = recorded
             .as_ref()
             .and_then(|r| Some((r.snapshot.as_ref()?, &r.uri)))
+            .filter(|_| !backup_was_open)
         {
-            // Whatever it took is committed back by the keeper; its socket went with it.
             self.store
                 .add_overlay(&overlay_row(job, uri, snapshot, now))
                 .await?;
             if let Some(dir) = snapshot.private_dir.as_deref().filter(|d| d.exists()) {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            details.push("its snapshot (if taken) is handed to the overlay keeper".to_string());
+            details.push("its snapshot (if taken) is handed to the overlay keeper");
         }
-        let detail = match (plan, uri) {
-            (Some(plan), Some(uri)) => {
-                let hv = match self.connections.get(&job.hypervisor, &uri).await {
-                    Ok(hv) => hv,
-                    Err(e) => {
-                        // Try again next tick: the backup may still be open.
-                        eprintln!(
-                            "coldscan-manager: VM job {}: left-over backup not ended: {e}",
-                            job.id
-                        );
-                        return Ok(());
-                    }
-                };
-                let uuid = job.uuid.clone();
-                match blocking(move || end_recorded(&hv, &uuid, &plan)).await {
-                    Ok(LeftOver::Aborted) => "left-over backup aborted".to_string(),
-                    Ok(LeftOver::NotRunning) => "no backup was left running".to_string(),
-                    Err(e) => {
-                        self.connections.drop_connection(&job.hypervisor);
-                        eprintln!(
-                            "coldscan-manager: VM job {}: left-over backup not ended: {e}",
-                            job.id
-                        );
-                        return Ok(());
-                    }
-                }
-            }
-            _ if !details.is_empty() => String::new(),
-            _ => "no backup plan was recorded".to_string(),
-        };
-        details.insert(0, detail);
-        details.retain(|d| !d.is_empty());
+        if details.is_empty() {
+            details.push("no backup plan was recorded");
+        }
         let detail = details.join("; ");
         self.store
             .log_vm_job(job.id, "left-over", Some(&job.hypervisor), &detail, now)
