@@ -6,8 +6,8 @@ use std::process::Command;
 
 use crate::block::BlockSource;
 
-/// Runs `cmd args`, panicking with its output when it fails.
-pub(crate) fn run(cmd: &str, args: &[&str]) {
+/// Runs `cmd args` and returns its standard output, panicking with its output when it fails.
+pub(crate) fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -18,6 +18,7 @@ pub(crate) fn run(cmd: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Deterministic guest content of `size` bytes: pseudo-random data with zero regions, a

@@ -17,6 +17,8 @@
 //! snapshot image this way), is [`server::ExportServer`].
 
 pub mod protocol;
+#[cfg(test)]
+mod script;
 pub mod server;
 pub mod server_protocol;
 pub mod tls;

@@ -2,27 +2,7 @@
 
 use super::*;
 
-/// A scripted server: bytes to return, and what the client wrote.
-struct Script {
-    input: std::io::Cursor<Vec<u8>>,
-    written: Vec<u8>,
-}
-
-impl Read for Script {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.input.read(buf)
-    }
-}
-
-impl Write for Script {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.written.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::disk::nbd::script::Script;
 
 fn greeting(flags: u16) -> Vec<u8> {
     let mut v = NBD_MAGIC.to_be_bytes().to_vec();

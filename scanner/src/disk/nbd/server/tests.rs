@@ -23,21 +23,6 @@ fn url(server: &ExportServer, export: &str) -> String {
     format!("nbd://{}/{export}", server.local_addr().unwrap())
 }
 
-/// Output of a command that must succeed.
-fn output(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Reads from `s` until it is closed; `true` if it was (EOF or reset), `false` on the safety
 /// timeout (the test fails then instead of hanging).
 fn sees_eof(s: &mut TcpStream) -> bool {
@@ -169,9 +154,9 @@ fn qemu_img_reads_the_export_like_the_image() {
         ExportServer::start_tcp(localhost(), vec![("vda".to_string(), disk.source)]).unwrap();
     let nbd = url(&server, "vda");
 
-    let info = output("qemu-img", &["info", "--output=json", &nbd]);
+    let info = run("qemu-img", &["info", "--output=json", &nbd]);
     assert!(info.contains("\"virtual-size\": 4194304"), "{info}");
-    let same = output(
+    let same = run(
         "qemu-img",
         &["compare", "-f", "raw", "-F", "qcow2", &nbd, p(&base)],
     );
@@ -229,13 +214,13 @@ fn nbdinfo_lists_and_sizes_the_exports() {
     ];
     let server = ExportServer::start_tcp(localhost(), exports).unwrap();
     let addr = server.local_addr().unwrap();
-    let list = output("nbdinfo", &["--list", &format!("nbd://{addr}")]);
+    let list = run("nbdinfo", &["--list", &format!("nbd://{addr}")]);
     assert!(list.contains("export=\"vda\""), "{list}");
     assert!(list.contains("export=\"data disk\""), "{list}");
-    let json = output("nbdinfo", &["--json", &format!("nbd://{addr}/vda")]);
+    let json = run("nbdinfo", &["--json", &format!("nbd://{addr}/vda")]);
     assert!(json.contains("\"export-size\": 1048576"), "{json}");
     assert!(json.contains("\"is_read_only\": true"), "{json}");
-    let size = output("nbdinfo", &["--size", &format!("nbd://{addr}/data%20disk")]);
+    let size = run("nbdinfo", &["--size", &format!("nbd://{addr}/data%20disk")]);
     assert_eq!(size.trim(), (3 << 16).to_string());
     server.stop();
 }

@@ -9,27 +9,7 @@ use crate::disk::nbd::protocol::{
     CMD_FLUSH, INFO_DESCRIPTION, OPT_STARTTLS, OPT_STRUCTURED_REPLY, REP_FLAG_ERROR,
 };
 
-/// A client that says `input` and records what the server writes.
-struct Script {
-    input: Cursor<Vec<u8>>,
-    written: Vec<u8>,
-}
-
-impl Read for Script {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.input.read(buf)
-    }
-}
-
-impl Write for Script {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.written.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::disk::nbd::script::Script;
 
 /// Fails every read that touches `[bad_from, bad_to)`.
 #[derive(Debug)]
