@@ -18,6 +18,8 @@ pub mod vms;
 mod vms_inventory;
 #[macro_use]
 mod vms_jobs;
+#[cfg(test)]
+mod migrations_tests;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use sqlx::{Pool, Postgres, SqlSafeStr, Transaction};
 use super::StoreResult;
 
 /// The schema, embedded so that the binary stands alone.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "schema",

@@ -13,7 +13,7 @@ use sqlx::{Pool, SqlSafeStr, Sqlite, Transaction};
 use super::StoreResult;
 
 /// The schema, embedded so that the binary stands alone.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "schema",
