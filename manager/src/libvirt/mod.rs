@@ -144,16 +144,22 @@ impl Hypervisor {
 
 /// Name, UUID, state and disks of `domain`.
 pub fn describe(domain: &Domain) -> Result<DomainInfo, LibvirtError> {
+    describe_with_xml(domain).map(|(info, _)| info)
+}
+
+/// [`describe`], with the XML it was read from (live when running, else persistent).
+pub(crate) fn describe_with_xml(domain: &Domain) -> Result<(DomainInfo, String), LibvirtError> {
     let name = call("domain name", domain.get_name())?;
     let uuid = call(format!("UUID of {name}"), domain.get_uuid_string())?;
     let (state, _) = call(format!("state of {name}"), domain.get_state())?;
     let xml = call(format!("XML of {name}"), domain.get_xml_desc(0))?;
-    Ok(DomainInfo {
+    let info = DomainInfo {
         disks: xml::domain_disks(&xml)?,
         running: state == virt::sys::VIR_DOMAIN_RUNNING,
         name,
         uuid,
-    })
+    };
+    Ok((info, xml))
 }
 
 impl Drop for Hypervisor {

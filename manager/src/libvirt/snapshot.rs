@@ -20,7 +20,7 @@ use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
 
 use super::backup::NbdServer;
-use super::{call, describe, ffi, xml, DiskInfo, Hypervisor, LibvirtError};
+use super::{call, describe, describe_with_xml, ffi, xml, DiskInfo, Hypervisor, LibvirtError};
 
 /// How often a running commit is polled.
 const COMMIT_POLL: Duration = Duration::from_millis(100);
@@ -82,7 +82,7 @@ pub fn freeze(
     plan: &SnapshotPlan,
 ) -> Result<Vec<FrozenDisk>, LibvirtError> {
     let domain = hv.domain(uuid)?;
-    let info = describe(&domain)?;
+    let (info, live) = describe_with_xml(&domain)?;
     if !info.running {
         return Err(LibvirtError::NotFound(format!(
             "domain {} is not running",
@@ -101,7 +101,6 @@ pub fn freeze(
             info.name
         )));
     }
-    let live = call(format!("XML of {}", info.name), domain.get_xml_desc(0))?;
     let mut frozen = Vec::new();
     for disk in info.disks.iter().filter(|d| d.backupable()) {
         frozen.push(frozen_disk(&info.name, disk, &live, plan)?);
@@ -209,11 +208,10 @@ pub fn thaw(
     let Ok(domain) = Domain::lookup_by_uuid_string(&hv.conn, uuid) else {
         return Ok(Thawed::DomainGone);
     };
-    let info = describe(&domain)?;
+    let (info, live) = describe_with_xml(&domain)?;
     if info.running {
         // An overlay of ours below another layer (a snapshot taken on top of it outside
         // coldscan) cannot be committed by a shallow active commit: the operator decides.
-        let live = call(format!("XML of {}", info.name), domain.get_xml_desc(0))?;
         for disk in &info.disks {
             let below = xml::backing_files(&live, &disk.target)?;
             if let Some(ours) = below.iter().find(|b| plan.is_overlay(b)) {
